@@ -1,0 +1,5 @@
+import sys
+
+from quadriga.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""The Octavia v2 load-balancer API application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from quadriga import constants as c
+from quadriga.api import errors
+from quadriga.api.common import Services
+from quadriga.api.resources import (
+    amphorae,
+    catalog,
+    healthmonitors,
+    l7,
+    listeners,
+    loadbalancers,
+    members,
+    pools,
+    providers,
+    quotas,
+)
+
+FIRST_MINOR, CURRENT_MINOR = 0, 30
+VERSION_UPDATED = "2024-10-01T00:00:00Z"
+
+
+class PathAliases:
+    """`/v2.0/...` is `/v2/...`, and a `.json` suffix is ignored, as in Octavia."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path == "/v2.0" or path.startswith("/v2.0/"):
+                path = "/v2" + path[len("/v2.0") :]
+            if path.endswith(".json"):
+                path = path[: -len(".json")]
+            if path != scope["path"]:
+                scope = dict(scope, path=path, raw_path=path.encode())
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse request bodies over 1 MiB with 413 before anything parses them."""
+
+    def __init__(self, app: ASGIApp, limit: int = c.MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await errors.fault(413, f"Request body larger than {self.limit} bytes.")(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise errors.ApiError(f"Request body larger than {self.limit} bytes.", 413)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _versions(base: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"v2.{minor}",
+            "status": "CURRENT" if minor == CURRENT_MINOR else "SUPPORTED",
+            "updated": VERSION_UPDATED,
+            "links": [{"href": f"{base}/v2", "rel": "self"}],
+        }
+        for minor in range(FIRST_MINOR, CURRENT_MINOR + 1)
+    ]
+
+
+def create_app(svc: Services) -> FastAPI:
+    app = FastAPI(
+        title="quadriga load-balancer API (Octavia v2)",
+        version=f"2.{CURRENT_MINOR}",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.services = svc
+    errors.install_handlers(app)
+
+    @app.get("/")
+    def root(request: Request) -> dict:
+        return {"versions": _versions(str(request.base_url).rstrip("/"))}
+
+    @app.get("/v2")
+    def v2(request: Request) -> dict:
+        return {"version": _versions(str(request.base_url).rstrip("/"))[-1]}
+
+    @app.get("/healthcheck")
+    def healthcheck() -> dict:
+        with svc.db.read() as session:
+            session.connection().exec_driver_sql("SELECT 1")
+        return {"status": "OK"}
+
+    for module in (loadbalancers, listeners, pools, members, healthmonitors, l7, quotas, providers, catalog, amphorae):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(PathAliases)
+    return app

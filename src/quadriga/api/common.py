@@ -1,0 +1,159 @@
+"""What every resource module needs: the running services, the caller's context, lookups that answer
+Octavia's 404/403, tags, quotas and the write-then-wake pattern."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from quadriga import constants as c
+from quadriga.api import policy
+from quadriga.api.auth import Authenticator, RequestContext
+from quadriga.api.errors import BadRequest, NotFound, PolicyForbidden, QuotaExceeded
+from quadriga.db import models as m
+from quadriga.db.session import Database
+from quadriga.providers.base import ProviderDriver
+
+
+@dataclass
+class Services:
+    db: Database
+    authenticator: Authenticator
+    providers: dict[str, ProviderDriver]
+    default_provider: str
+    wake: Callable[[], None] = lambda: None
+    quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
+    enforce_quotas: bool = True
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def context(request: Request) -> RequestContext:
+    return services(request).authenticator.authenticate(request)
+
+
+def base_url(request: Request) -> str:
+    return str(request.url.replace(query="")).removesuffix(".json")
+
+
+def get_owned(
+    session: Session, model: Any, ident: str, label: str, ctx: RequestContext, rule: str = policy.READ
+) -> Any:
+    """Load an object or 404, then apply `rule` against its project (a mismatch is 403, as in Octavia)."""
+    obj = session.get(model, ident)
+    if obj is None or getattr(obj, "provisioning_status", None) == c.DELETED:
+        raise NotFound(label, ident)
+    policy.enforce(ctx, rule, getattr(obj, "project_id", None))
+    return obj
+
+
+def project_for_create(ctx: RequestContext, body: BaseModel) -> str:
+    requested = getattr(body, "project_id", None) or getattr(body, "tenant_id", None)
+    project = requested or ctx.project_id
+    if not project:
+        raise BadRequest(
+            "Validation failure: Missing project ID in request where one is required. "
+            "An administrator should check the keystone settings in the Octavia configuration."
+        )
+    policy.enforce(ctx, policy.WRITE, project)
+    return project
+
+
+def set_tags(session: Session, resource_id: str, tags: list[str] | None) -> None:
+    if tags is None:
+        return
+    session.execute(delete(m.Tag).where(m.Tag.resource_id == resource_id))
+    for tag in sorted(set(tags)):
+        session.add(m.Tag(resource_id=resource_id, tag=tag))
+
+
+def check_quota(svc: Services, session: Session, project_id: str, kind: str, adding: int = 1) -> None:
+    """403 when `adding` more objects of `kind` would exceed the project's quota. The project's quota row
+    is locked first, so concurrent creates in one project are counted one after the other."""
+    if not svc.enforce_quotas or adding <= 0:
+        return
+    quota = _locked_quota_row(session, project_id)
+    column, label = c.QUOTA_RESOURCES[kind]
+    limit = getattr(quota, column)
+    if limit is None:
+        limit = svc.quota_defaults[kind]
+    if limit < 0:
+        return
+    if _count(session, kind, project_id) + adding > limit:
+        raise QuotaExceeded(label)
+
+
+def _locked_quota_row(session: Session, project_id: str) -> m.Quota:
+    stmt = select(m.Quota).where(m.Quota.project_id == project_id).with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.add(m.Quota(project_id=project_id))
+        except IntegrityError:
+            pass
+        row = session.scalars(stmt).one()
+    return row
+
+
+COUNTED = {
+    "loadbalancer": m.LoadBalancer,
+    "listener": m.Listener,
+    "pool": m.Pool,
+    "healthmonitor": m.HealthMonitor,
+    "member": m.Member,
+    "l7policy": m.L7Policy,
+    "l7rule": m.L7Rule,
+}
+
+
+def _count(session: Session, kind: str, project_id: str) -> int:
+    model = COUNTED[kind]
+    stmt = select(func.count()).select_from(model).where(model.project_id == project_id)
+    if model is m.LoadBalancer:
+        stmt = stmt.where(model.provisioning_status != c.DELETED)
+    return session.scalar(stmt) or 0
+
+
+@contextlib.contextmanager
+def change(svc: Services) -> Iterator[Session]:
+    """A write transaction that wakes the controller once it has committed."""
+    with svc.db.write() as session:
+        yield session
+    svc.wake()
+
+
+def provider_of(svc: Services, lb: m.LoadBalancer) -> ProviderDriver:
+    return svc.providers[lb.provider]
+
+
+def sent(body: BaseModel) -> dict[str, Any]:
+    """The attributes a client actually sent (a PUT changes only those)."""
+    return body.model_dump(exclude_unset=True)
+
+
+def snapshot(obj: Any) -> dict[str, Any]:
+    """Column values of an ORM object, for a provider's update hook (`old`)."""
+    return {col.key: getattr(obj, col.key) for col in obj.__table__.columns}
+
+
+def project_scope(ctx: RequestContext, request: Request, model: Any) -> list[Any]:
+    """WHERE clauses limiting a list to what the caller may read: everything for admins and global
+    observers, otherwise the caller's own project (asking for another project's list is a 403)."""
+    if policy.allowed(ctx, policy.READ_GLOBAL):
+        return []
+    policy.enforce(ctx, policy.READ, ctx.project_id)
+    requested = request.query_params.get("project_id") or request.query_params.get("tenant_id")
+    if requested and requested != ctx.project_id:
+        raise PolicyForbidden()
+    return [model.project_id == ctx.project_id]

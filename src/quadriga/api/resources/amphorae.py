@@ -1,0 +1,80 @@
+"""Engines, under Octavia's admin-only amphora API: `/v2/octavia/amphorae`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from quadriga.api import listing, policy, views
+from quadriga.api.auth import RequestContext
+from quadriga.api.common import base_url, context, services
+from quadriga.api.errors import NotFound
+from quadriga.db import models as m
+
+router = APIRouter()
+
+SPEC = listing.ListSpec(
+    model=m.Amphora,
+    plural="amphorae",
+    render=lambda a, _tags: views.amphora(a),
+    columns={col.key: getattr(m.Amphora, col.key) for col in m.Amphora.__table__.columns}
+    | {"loadbalancer_id": m.Amphora.load_balancer_id},
+    tagged=False,
+)
+
+AMPHORA_STATS_ZERO = {
+    "active_connections": 0,
+    "bytes_in": 0,
+    "bytes_out": 0,
+    "request_errors": 0,
+    "total_connections": 0,
+}
+
+
+def _get(request: Request, amphora_id: str) -> m.Amphora:
+    with services(request).db.read() as session:
+        amp = session.get(m.Amphora, amphora_id)
+        if amp is None:
+            raise NotFound("Amphora", amphora_id)
+        return amp
+
+
+@router.get("/v2/octavia/amphorae")
+def list_amphorae(request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    policy.enforce(ctx, policy.ADMIN)
+    with services(request).db.read() as session:
+        return listing.run(session, SPEC, request.query_params, base_url(request))
+
+
+@router.get("/v2/octavia/amphorae/{amphora_id}")
+def get_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    policy.enforce(ctx, policy.ADMIN)
+    item = views.amphora(_get(request, amphora_id))
+    return {"amphora": listing.select_fields(item, listing.requested_fields(request.query_params))}
+
+
+@router.get("/v2/octavia/amphorae/{amphora_id}/stats")
+def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    policy.enforce(ctx, policy.ADMIN)
+    amp = _get(request, amphora_id)
+    return {"amphora_stats": [{"id": amp.id, "loadbalancer_id": amp.load_balancer_id, **AMPHORA_STATS_ZERO}]}
+
+
+@router.put("/v2/octavia/amphorae/{amphora_id}/config", status_code=202)
+@router.put("/v2/octavia/amphorae/{amphora_id}/failover", status_code=202)
+def amphora_action(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
+    """Re-push the config / fail over an engine: with no data plane there is nothing to do beyond the
+    existence check; the engine provider replaces this with real work."""
+    policy.enforce(ctx, policy.ADMIN)
+    _get(request, amphora_id)
+    return Response(status_code=202)
+
+
+@router.delete("/v2/octavia/amphorae/{amphora_id}", status_code=204)
+def delete_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
+    policy.enforce(ctx, policy.ADMIN)
+    with services(request).db.write() as session:
+        amp = session.get(m.Amphora, amphora_id)
+        if amp is None:
+            raise NotFound("Amphora", amphora_id)
+        session.delete(amp)
+    return Response(status_code=204)

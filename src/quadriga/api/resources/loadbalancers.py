@@ -1,0 +1,295 @@
+"""Load balancers: `/v2/lbaas/loadbalancers`, with the single-call graph create, cascade delete, the
+status tree, statistics and failover."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from sqlalchemy.orm import Session, selectinload
+
+from quadriga import constants as c
+from quadriga import status
+from quadriga.api import listing, policy, schemas, views
+from quadriga.api.auth import RequestContext
+from quadriga.api.common import (
+    Services,
+    base_url,
+    change,
+    check_quota,
+    context,
+    get_owned,
+    project_for_create,
+    project_scope,
+    provider_of,
+    sent,
+    services,
+    set_tags,
+    snapshot,
+)
+from quadriga.api.errors import BadRequest, Validation
+from quadriga.api.resources.listeners import build_listener
+from quadriga.api.resources.pools import build_pool
+from quadriga.db import models as m
+from quadriga.network import embedded
+from quadriga.providers.base import parse_profile_data
+
+router = APIRouter()
+
+SPEC = listing.ListSpec(
+    model=m.LoadBalancer,
+    plural="loadbalancers",
+    render=views.loadbalancer,
+    columns=listing.common_columns(
+        m.LoadBalancer,
+        "name",
+        "description",
+        "provider",
+        "flavor_id",
+        "availability_zone",
+        "vip_address",
+        "vip_port_id",
+        "vip_subnet_id",
+        "vip_network_id",
+        "vip_qos_policy_id",
+        "vip_vnic_type",
+    ),
+    options=(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools)),
+)
+
+VIP_SELECTORS = "vip_port_id, vip_network_id, vip_subnet_id"
+
+
+def _provider_name(svc: Services, session: Session, body: schemas.LoadBalancerCreate) -> tuple[str, dict[str, Any]]:
+    """The provider that will run this load balancer and its flavor metadata, after Octavia's checks."""
+    flavor_data: dict[str, Any] = {}
+    flavor_provider = None
+    if body.flavor_id:
+        flavor = session.get(m.Flavor, body.flavor_id)
+        if flavor is None:
+            raise Validation("Invalid flavor_id.")
+        if not flavor.enabled:
+            raise BadRequest(f"The selected flavor is not allowed in this deployment: {body.flavor_id}")
+        flavor_provider = flavor.flavor_profile.provider_name
+        flavor_data = parse_profile_data(flavor.flavor_profile.flavor_data, "flavor_data")
+    provider = body.provider or flavor_provider or svc.default_provider
+    if provider not in svc.providers:
+        raise BadRequest(f"Provider '{provider}' is not enabled.")
+    if flavor_provider and flavor_provider != provider:
+        raise BadRequest(f"Flavor '{body.flavor_id}' is not compatible with provider '{provider}'")
+    if body.availability_zone:
+        az = session.get(m.AvailabilityZone, body.availability_zone)
+        if az is None:
+            raise Validation("Invalid availability zone.")
+        if not az.enabled:
+            raise BadRequest(f"The selected availability_zone is not allowed in this deployment: {az.name}")
+        if az.availability_zone_profile.provider_name != provider:
+            raise BadRequest(f"Availability zone '{az.name}' is not compatible with provider '{provider}'")
+    return provider, flavor_data
+
+
+def _graph(body: schemas.LoadBalancerCreate) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Flatten a graph create as Octavia does: pools defined inline under listeners or policies move to
+    the top level; inline pools that carry only a name are references to a pool defined elsewhere."""
+    listeners = [li.model_dump(exclude_unset=True) for li in body.listeners or []]
+    pools = [p.model_dump(exclude_unset=True) for p in body.pools or []]
+    required: set[str] = set()
+
+    def collect(pool: dict[str, Any] | None) -> None:
+        if not pool:
+            return
+        if not pool.get("name"):
+            raise Validation("Pools must be named when creating a fully populated loadbalancer.")
+        if len(pool) > 1:
+            pools.append(pool)
+        else:
+            required.add(pool["name"])
+
+    for li in listeners:
+        collect(li.get("default_pool"))
+        for pol in li.get("l7policies") or []:
+            collect(pol.get("redirect_pool"))
+    names = [p.get("name") for p in pools]
+    if len(set(names)) != len(names):
+        raise Validation("Pool names must be unique when creating a fully populated loadbalancer.")
+    for name in required - set(names):
+        raise Validation(f"Pool '{name}' was referenced but no full definition was found.")
+    for p in pools:
+        for attr in ("protocol", "lb_algorithm"):
+            if attr not in p:
+                raise Validation(f"Pool definition for '{p.get('name')}' missing required attribute: {attr}")
+    return listeners, pools
+
+
+def _count_graph(listeners: list[dict], pools: list[dict]) -> dict[str, int]:
+    policies = [pol for li in listeners for pol in li.get("l7policies") or []]
+    return {
+        "listener": len(listeners),
+        "pool": len(pools),
+        "healthmonitor": sum(1 for p in pools if p.get("healthmonitor")),
+        "member": sum(len(p.get("members") or []) for p in pools),
+        "l7policy": len(policies),
+        "l7rule": sum(len(pol.get("rules") or []) for pol in policies),
+    }
+
+
+@router.get("/v2/lbaas/loadbalancers")
+def list_loadbalancers(request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    svc = services(request)
+    with svc.db.read() as session:
+        scope = [*project_scope(ctx, request, m.LoadBalancer), m.LoadBalancer.provisioning_status != c.DELETED]
+        return listing.run(session, SPEC, request.query_params, base_url(request), scope)
+
+
+@router.get("/v2/lbaas/loadbalancers/{lb_id}")
+def get_loadbalancer(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    svc = services(request)
+    with svc.db.read() as session:
+        lb = get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
+        item = views.loadbalancer(lb, views.load_tags(session, [lb.id]))
+        return {"loadbalancer": listing.select_fields(item, listing.requested_fields(request.query_params))}
+
+
+@router.get("/v2/lbaas/loadbalancers/{lb_id}/status")
+@router.get("/v2/lbaas/loadbalancers/{lb_id}/statuses")
+def loadbalancer_status(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    svc = services(request)
+    with svc.db.read() as session:
+        lb = get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
+        return views.status_tree(lb)
+
+
+@router.get("/v2/lbaas/loadbalancers/{lb_id}/stats")
+def loadbalancer_stats(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    svc = services(request)
+    with svc.db.read() as session:
+        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
+        return {"stats": dict(views.STATS_ZERO)}
+
+
+@router.post("/v2/lbaas/loadbalancers", status_code=201)
+def create_loadbalancer(
+    request: Request,
+    loadbalancer: schemas.LoadBalancerCreate = Body(embed=True),
+    ctx: RequestContext = Depends(context),
+) -> dict:
+    svc = services(request)
+    body = loadbalancer
+    if not (body.vip_port_id or body.vip_network_id or body.vip_subnet_id):
+        raise BadRequest(f"Validation failure: VIP must contain one of: {VIP_SELECTORS}.")
+    project = project_for_create(ctx, body)
+    listeners, pools = _graph(body)
+    with change(svc) as session:
+        provider, _flavor = _provider_name(svc, session, body)
+        check_quota(svc, session, project, "loadbalancer")
+        for kind, count in _count_graph(listeners, pools).items():
+            check_quota(svc, session, project, kind, count)
+        lb = m.LoadBalancer(
+            id=m.new_id(),
+            project_id=project,
+            name=body.name,
+            description=body.description,
+            admin_state_up=body.admin_state_up,
+            provider=provider,
+            flavor_id=body.flavor_id,
+            availability_zone=body.availability_zone,
+            vip_qos_policy_id=body.vip_qos_policy_id,
+            vip_sg_ids=body.vip_sg_ids,
+            provisioning_status=c.PENDING_CREATE,
+            operating_status=c.OFFLINE,
+        )
+        vip = embedded.allocate_vip(
+            session,
+            project,
+            lb.id,
+            port_id=body.vip_port_id,
+            network_id=body.vip_network_id,
+            subnet_id=body.vip_subnet_id,
+            address=body.vip_address,
+        )
+        lb.vip_address, lb.vip_port_id = vip.address, vip.port_id
+        lb.vip_subnet_id, lb.vip_network_id = vip.subnet_id, vip.network_id
+        lb.additional_vips = _additional_vips(session, project, lb, vip, body.additional_vips or [])
+        session.add(lb)
+        session.flush()
+        set_tags(session, lb.id, body.tags)
+        pool_ids = {p["name"]: build_pool(session, lb, project, p).id for p in pools}
+        for li in listeners:
+            default_pool = li.get("default_pool")
+            if default_pool:
+                li["default_pool_id"] = pool_ids[default_pool["name"]]
+            build_listener(session, lb, project, li, pool_ids)
+        status.mark_change(lb, "loadbalancer", lb, "create")
+        lb.revision = 1
+        provider_of(svc, lb).loadbalancer_create(lb)
+        session.flush()
+        session.refresh(lb)
+        ids = [o.id for o in status.tree(lb)]
+        return {"loadbalancer": views.full_loadbalancer(lb, views.load_tags(session, ids))}
+
+
+def _additional_vips(
+    session: Session, project: str, lb: m.LoadBalancer, vip: embedded.Vip, extra: list[schemas.AdditionalVip]
+) -> list[dict[str, Any]]:
+    subnets = [vip.subnet_id]
+    out = []
+    for item in extra:
+        if item.subnet_id in subnets:
+            raise Validation("Duplicate VIP subnet(s) specified. Only one IP can be bound per subnet.")
+        subnets.append(item.subnet_id)
+        extra_vip = embedded.allocate_vip(session, project, lb.id, subnet_id=item.subnet_id, address=item.ip_address)
+        if extra_vip.network_id != vip.network_id:
+            raise Validation("All VIP subnets must belong to the same network.")
+        out.append({"subnet_id": extra_vip.subnet_id, "ip_address": extra_vip.address, "port_id": extra_vip.port_id})
+    return out
+
+
+@router.put("/v2/lbaas/loadbalancers/{lb_id}")
+def update_loadbalancer(
+    lb_id: str,
+    request: Request,
+    loadbalancer: schemas.LoadBalancerUpdate = Body(embed=True),
+    ctx: RequestContext = Depends(context),
+) -> dict:
+    svc = services(request)
+    with change(svc) as session:
+        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
+        lb = status.lock_loadbalancer(session, lb_id)
+        old = snapshot(lb)
+        changes = sent(loadbalancer)
+        set_tags(session, lb.id, changes.pop("tags", None))
+        if "admin_state_up" in changes and changes["admin_state_up"] is None:
+            changes["admin_state_up"] = True
+        for key, value in changes.items():
+            setattr(lb, key, value)
+        status.mark_change(lb, "loadbalancer", lb, "update")
+        provider_of(svc, lb).loadbalancer_update(old, lb)
+        return {"loadbalancer": views.loadbalancer(lb, views.load_tags(session, [lb.id]))}
+
+
+@router.delete("/v2/lbaas/loadbalancers/{lb_id}", status_code=204)
+def delete_loadbalancer(
+    lb_id: str, request: Request, cascade: str = "false", ctx: RequestContext = Depends(context)
+) -> Response:
+    svc = services(request)
+    cascading = cascade.lower() in ("true", "1", "yes", "on")
+    with change(svc) as session:
+        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
+        lb = status.lock_loadbalancer(session, lb_id, deleting=True)
+        if (lb.listeners or lb.pools) and not cascading:
+            raise Validation(f"Cannot delete Load Balancer {lb_id} - it has children")
+        status.mark_change(lb, "loadbalancer", lb, "delete")
+        provider_of(svc, lb).loadbalancer_delete(lb, cascading)
+    return Response(status_code=204)
+
+
+@router.put("/v2/lbaas/loadbalancers/{lb_id}/failover", status_code=202)
+def failover_loadbalancer(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
+    svc = services(request)
+    policy.enforce(ctx, policy.ADMIN)
+    with change(svc) as session:
+        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.ADMIN)
+        lb = status.lock_loadbalancer(session, lb_id, deleting=True)
+        status.mark_change(lb, "loadbalancer", lb, "update")
+        provider_of(svc, lb).loadbalancer_failover(lb)
+    return Response(status_code=202)

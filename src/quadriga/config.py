@@ -1,0 +1,122 @@
+"""Settings: defaults, then a TOML config file, then command-line flags (each overrides the one before).
+
+Example config file:
+
+    [api]
+    host = "127.0.0.1"
+    port = 9876
+    auth_strategy = "noauth"      # or "header"
+    default_project = "demo"
+
+    [network]
+    port = 9696
+
+    [database]
+    url = "postgresql://quadriga@127.0.0.1/quadriga"
+
+    [quotas]                      # defaults for projects without custom quotas; -1 = unlimited
+    loadbalancer = -1
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from quadriga import constants as c
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "quadriga"
+
+
+@dataclass
+class Settings:
+    state_dir: Path = field(default_factory=default_state_dir)
+    host: str = "127.0.0.1"
+    port: int = 9876
+    network_port: int = 9696
+    database_url: str | None = None
+    auth_strategy: str = "noauth"
+    default_project: str = "demo"
+    provider: str = "noop"
+    provider_delay: float = 0.0
+    poll_interval: float = 1.0
+    quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'quadriga.sqlite'}"
+
+    @property
+    def lb_endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def network_endpoint(self) -> str:
+        return f"http://{self.host}:{self.network_port}/"
+
+
+FILE_KEYS = {
+    ("api", "host"): "host",
+    ("api", "port"): "port",
+    ("api", "auth_strategy"): "auth_strategy",
+    ("api", "default_project"): "default_project",
+    ("api", "provider"): "provider",
+    ("network", "port"): "network_port",
+    ("database", "url"): "database_url",
+    ("state", "dir"): "state_dir",
+    ("controller", "poll_interval"): "poll_interval",
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Build Settings from a config file (optional) and flag values (None = not given)."""
+    settings = Settings()
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        for section, values in data.items():
+            if section == "quotas":
+                unknown = set(values) - set(c.QUOTA_RESOURCES)
+                if unknown:
+                    raise ConfigError(f"{path}: unknown quota(s) {sorted(unknown)}; known: {sorted(c.QUOTA_RESOURCES)}")
+                settings.quota_defaults.update({k: int(v) for k, v in values.items()})
+                continue
+            for key, value in values.items():
+                attr = FILE_KEYS.get((section, key))
+                if attr is None:
+                    raise ConfigError(f"{path}: unknown setting [{section}] {key}")
+                setattr(settings, attr, value)
+    names = {f.name for f in fields(Settings)}
+    for key, value in overrides.items():
+        if value is not None and key in names:
+            setattr(settings, key, value)
+    settings.state_dir = Path(settings.state_dir).expanduser()
+    if settings.auth_strategy not in ("noauth", "header"):
+        raise ConfigError(f"auth_strategy must be noauth or header, not {settings.auth_strategy!r}")
+    return settings
+
+
+def clouds_yaml(settings: Settings) -> str:
+    """The clouds.yaml that points the OpenStack clients at this quadriga."""
+    return (
+        "clouds:\n"
+        "  quadriga:\n"
+        "    auth_type: none\n"
+        "    auth:\n"
+        f"      endpoint: {settings.lb_endpoint}\n"
+        f"    load_balancer_endpoint_override: {settings.lb_endpoint}\n"
+        f"    network_endpoint_override: {settings.network_endpoint}\n"
+        "    region_name: RegionOne\n"
+    )

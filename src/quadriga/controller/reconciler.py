@@ -1,0 +1,152 @@
+"""The reconcile loop: drive every load balancer whose desired revision differs from the applied one.
+
+For each, the controller takes a time-bounded lease (so several controllers can run), hands the whole
+desired tree to the load balancer's provider, and settles the statuses in one transaction. Every step is
+idempotent: if the process dies anywhere, the lease expires and the next pass does the work again, so no
+object stays PENDING_* because a process died. Failures are retried a bounded number of times with
+backoff, then the change goes to ERROR with the reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import selectinload
+
+from quadriga import status
+from quadriga.db import models as m
+from quadriga.db.session import Database
+from quadriga.providers.base import ApplyError, ProviderDriver
+
+log = logging.getLogger("quadriga.controller")
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: Database,
+        providers: dict[str, ProviderDriver],
+        *,
+        lease_seconds: float = 30.0,
+        max_attempts: int = 5,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.owner = f"controller-{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.poll_interval = poll_interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        log.info("reconciler %s started", self.owner)
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # keep the loop alive; the next pass retries
+                log.exception("reconcile pass failed")
+            self._wake.wait(self.poll_interval)
+
+    # --- one pass ----------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Reconcile every load balancer that needs it; returns how many were settled."""
+        now = m.utcnow()
+        with self.db.read() as session:
+            ids = list(
+                session.scalars(
+                    select(m.LoadBalancer.id).where(
+                        m.LoadBalancer.revision != m.LoadBalancer.applied_revision,
+                        or_(m.LoadBalancer.lease_expires_at.is_(None), m.LoadBalancer.lease_expires_at < now),
+                    )
+                )
+            )
+        return sum(self.reconcile(lb_id) for lb_id in ids)
+
+    def _take_lease(self, lb_id: str) -> bool:
+        now = m.utcnow()
+        with self.db.write() as session:
+            result = session.execute(
+                update(m.LoadBalancer)
+                .where(
+                    m.LoadBalancer.id == lb_id,
+                    m.LoadBalancer.revision != m.LoadBalancer.applied_revision,
+                    or_(m.LoadBalancer.lease_expires_at.is_(None), m.LoadBalancer.lease_expires_at < now),
+                )
+                .values(lease_owner=self.owner, lease_expires_at=now + dt.timedelta(seconds=self.lease_seconds))
+            )
+            return result.rowcount == 1
+
+    def reconcile(self, lb_id: str) -> bool:
+        if not self._take_lease(lb_id):
+            return False
+        started = time.monotonic()
+        error: str | None = None
+        with self.db.read() as session:
+            lb = session.scalars(
+                select(m.LoadBalancer)
+                .where(m.LoadBalancer.id == lb_id)
+                .options(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools))
+            ).one()
+            revision = lb.revision
+            provider = self.providers.get(lb.provider)
+            try:
+                if provider is None:
+                    raise ApplyError(f"provider {lb.provider!r} is not enabled on this controller")
+                provider.apply(lb)
+            except ApplyError as exc:
+                error = str(exc)
+            except Exception as exc:  # a provider bug must not wedge the load balancer
+                log.exception("provider %s failed on load balancer %s", lb.provider, lb_id)
+                error = f"internal error in provider {lb.provider}: {exc}"
+        return self._settle(lb_id, revision, error, time.monotonic() - started)
+
+    def _settle(self, lb_id: str, revision: int, error: str | None, elapsed: float) -> bool:
+        with self.db.write() as session:
+            lb = session.scalars(select(m.LoadBalancer).where(m.LoadBalancer.id == lb_id).with_for_update()).one()
+            lb.lease_owner = None
+            lb.lease_expires_at = None
+            if lb.revision != revision:
+                return False  # a newer change arrived meanwhile; the next pass applies it
+            if error is None:
+                status.complete(session, lb)
+                log.info("load balancer %s at revision %d is live (%.0f ms)", lb_id, revision, elapsed * 1000)
+                return True
+            lb.apply_attempts += 1
+            if lb.apply_attempts >= self.max_attempts:
+                status.fail(session, lb, error)
+                return True
+            backoff = min(2**lb.apply_attempts, 30)
+            lb.lease_expires_at = m.utcnow() + dt.timedelta(seconds=backoff)
+            lb.status_reason = error
+            log.warning(
+                "load balancer %s revision %d failed (attempt %d/%d, retry in %ds): %s",
+                lb_id,
+                revision,
+                lb.apply_attempts,
+                self.max_attempts,
+                backoff,
+                error,
+            )
+            return False

@@ -1,0 +1,97 @@
+"""The provider interface, modelled on octavia-lib's ProviderDriver.
+
+The API calls the per-object hooks inside its write transaction, before it commits: a hook that
+raises `UnsupportedOption` (501) or `ProviderConflict` (409) rolls the whole request back, so nothing is
+half-written. The hooks never touch a data plane. The controller later calls `apply()` with the whole
+desired tree of one load balancer; that is where a provider does its real work, idempotently."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quadriga.api.errors import ApiError, BadRequest, Conflict
+from quadriga.db import models as m
+
+
+class UnsupportedOption(ApiError):
+    status = 501
+
+
+class ProviderConflict(Conflict):
+    pass
+
+
+class ApplyError(Exception):
+    """The data plane refused or could not take a change; the message says why."""
+
+
+class ProviderDriver:
+    name = "base"
+    description = ""
+
+    # --- validation hooks, called by the API before commit (defaults accept everything) ----------
+    def loadbalancer_create(self, lb: m.LoadBalancer) -> None: ...
+    def loadbalancer_update(self, old: dict[str, Any], lb: m.LoadBalancer) -> None: ...
+    def loadbalancer_delete(self, lb: m.LoadBalancer, cascade: bool) -> None: ...
+    def loadbalancer_failover(self, lb: m.LoadBalancer) -> None: ...
+    def listener_create(self, listener: m.Listener) -> None: ...
+    def listener_update(self, old: dict[str, Any], listener: m.Listener) -> None: ...
+    def listener_delete(self, listener: m.Listener) -> None: ...
+    def pool_create(self, pool: m.Pool) -> None: ...
+    def pool_update(self, old: dict[str, Any], pool: m.Pool) -> None: ...
+    def pool_delete(self, pool: m.Pool) -> None: ...
+    def member_create(self, member: m.Member) -> None: ...
+    def member_update(self, old: dict[str, Any], member: m.Member) -> None: ...
+    def member_delete(self, member: m.Member) -> None: ...
+    def member_batch_update(self, pool: m.Pool, members: list[m.Member]) -> None: ...
+    def health_monitor_create(self, hm: m.HealthMonitor) -> None: ...
+    def health_monitor_update(self, old: dict[str, Any], hm: m.HealthMonitor) -> None: ...
+    def health_monitor_delete(self, hm: m.HealthMonitor) -> None: ...
+    def l7policy_create(self, policy: m.L7Policy) -> None: ...
+    def l7policy_update(self, old: dict[str, Any], policy: m.L7Policy) -> None: ...
+    def l7policy_delete(self, policy: m.L7Policy) -> None: ...
+    def l7rule_create(self, rule: m.L7Rule) -> None: ...
+    def l7rule_update(self, old: dict[str, Any], rule: m.L7Rule) -> None: ...
+    def l7rule_delete(self, rule: m.L7Rule) -> None: ...
+
+    # --- flavors and availability zones ----------------------------------------------------------
+    def get_supported_flavor_metadata(self) -> dict[str, str]:
+        return {}
+
+    def get_supported_availability_zone_metadata(self) -> dict[str, str]:
+        return {}
+
+    def validate_flavor(self, flavor_data: dict[str, Any]) -> None:
+        _only_known_keys(flavor_data, self.get_supported_flavor_metadata(), "flavor")
+
+    def validate_availability_zone(self, az_data: dict[str, Any]) -> None:
+        _only_known_keys(az_data, self.get_supported_availability_zone_metadata(), "availability zone")
+
+    # --- the controller's side ---------------------------------------------------------------------
+    def apply(self, lb: m.LoadBalancer) -> None:
+        """Make the data plane run `lb`'s desired tree (or remove it when it is PENDING_DELETE).
+        Raise ApplyError when that cannot be done."""
+        raise NotImplementedError
+
+
+def _only_known_keys(data: dict[str, Any], supported: dict[str, str], what: str) -> None:
+    unknown = sorted(set(data) - set(supported))
+    if unknown:
+        raise UnsupportedOption(
+            f"Provider does not support the requested option: {what} metadata key(s) {', '.join(unknown)}; "
+            f"supported: {', '.join(sorted(supported)) or 'none'}"
+        )
+
+
+def parse_profile_data(raw: str, field: str) -> dict[str, Any]:
+    """Flavor and availability-zone profiles carry their metadata as a JSON object in a string."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BadRequest(
+            f"Invalid input for field/attribute {field}. Value: '{raw}'. Value should be a JSON object."
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"Invalid input for field/attribute {field}. Value: '{raw}'. Value should be a JSON object.")
+    return data

@@ -1,0 +1,159 @@
+"""Octavia's provisioning-status rules, in one place.
+
+The API side (`lock_for_change`, `mark_change`) runs inside a write transaction: it locks the load
+balancer row, refuses changes while it is not ACTIVE (409), and marks the object and its parents
+PENDING_* together with the desired state. The controller side (`complete`, `fail`) runs once the
+data plane has (or has not) taken the change: pending objects become ACTIVE, deleted ones disappear,
+and on failure the subject of the change goes to ERROR while its parents return to ACTIVE."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from quadriga import constants as c
+from quadriga.api.errors import Immutable, NotFound
+from quadriga.db import models as m
+
+log = logging.getLogger("quadriga.status")
+
+# How the subject of a change is recorded on the load balancer: "<kind>:<id>".
+KINDS: dict[str, Any] = {
+    "loadbalancer": m.LoadBalancer,
+    "listener": m.Listener,
+    "pool": m.Pool,
+    "member": m.Member,
+    "healthmonitor": m.HealthMonitor,
+    "l7policy": m.L7Policy,
+    "l7rule": m.L7Rule,
+}
+LABELS = {
+    "loadbalancer": "Load Balancer",
+    "listener": "Listener",
+    "pool": "Pool",
+    "member": "Member",
+    "healthmonitor": "Health Monitor",
+    "l7policy": "L7 Policy",
+    "l7rule": "L7 Rule",
+}
+
+
+def lock_loadbalancer(session: Session, lb_id: str, *, deleting: bool = False) -> m.LoadBalancer:
+    """Take the load balancer's row lock and check that it accepts a change (the test half of
+    Octavia's test-and-set). A DELETE is also accepted from ERROR."""
+    lb = session.scalars(select(m.LoadBalancer).where(m.LoadBalancer.id == lb_id).with_for_update()).one_or_none()
+    if lb is None or lb.provisioning_status == c.DELETED:
+        raise NotFound("Load Balancer", lb_id)
+    allowed = (c.ACTIVE, c.ERROR) if deleting else (c.ACTIVE,)
+    if lb.provisioning_status not in allowed:
+        raise Immutable("Load Balancer", lb.id)
+    return lb
+
+
+def require_active(obj: Any, kind: str) -> None:
+    """A parent (pool, listener, policy) must be ACTIVE for a child to change under it."""
+    if obj.provisioning_status != c.ACTIVE:
+        raise Immutable(LABELS[kind], obj.id)
+
+
+def mark_change(lb: m.LoadBalancer, kind: str, subject: Any, action: str, parents: Iterable[Any] = ()) -> None:
+    """Record an accepted change: the subject goes PENDING_<action>, its parents and the load balancer
+    PENDING_UPDATE, and the desired revision moves on so the controller picks it up."""
+    subject.provisioning_status = {"create": c.PENDING_CREATE, "update": c.PENDING_UPDATE, "delete": c.PENDING_DELETE}[
+        action
+    ]
+    for parent in parents:
+        if parent is not subject and parent is not lb:
+            parent.provisioning_status = c.PENDING_UPDATE
+    if subject is not lb:
+        lb.provisioning_status = c.PENDING_UPDATE
+    lb.revision += 1
+    lb.pending_subject = f"{kind}:{subject.id}"
+    lb.apply_attempts = 0
+    lb.status_reason = None
+
+
+def tree(lb: m.LoadBalancer) -> Iterator[Any]:
+    """Every object of a load balancer's tree, parents before children."""
+    yield lb
+    yield from lb.listeners
+    for li in lb.listeners:
+        for pol in li.l7policies:
+            yield pol
+            yield from pol.rules
+    for p in lb.pools:
+        yield p
+        if p.health_monitor:
+            yield p.health_monitor
+        yield from p.members
+
+
+def complete(session: Session, lb: m.LoadBalancer) -> None:
+    """The data plane runs the desired state: settle every pending object."""
+    if lb.provisioning_status == c.PENDING_DELETE:
+        from quadriga.network import embedded
+
+        purge_tree(lb)
+        embedded.release_vip(session, lb.vip_port_id)
+        lb.provisioning_status = c.DELETED
+        lb.operating_status = c.OFFLINE
+    else:
+        doomed = [o for o in tree(lb) if o.provisioning_status == c.PENDING_DELETE]
+        for obj in reversed(doomed):
+            delete_object(session, obj)
+        for obj in tree(lb):
+            if obj.provisioning_status in (c.PENDING_CREATE, c.PENDING_UPDATE):
+                obj.provisioning_status = c.ACTIVE
+    lb.applied_revision = lb.revision
+    lb.pending_subject = None
+    lb.apply_attempts = 0
+    lb.status_reason = None
+
+
+def fail(session: Session, lb: m.LoadBalancer, reason: str) -> None:
+    """The change could not be applied: its subject goes to ERROR, everything else pending back to ACTIVE."""
+    kind, _, subject_id = (lb.pending_subject or "loadbalancer:" + lb.id).partition(":")
+    for obj in tree(lb):
+        if obj.provisioning_status not in c.PENDING_STATUSES:
+            continue
+        is_subject = obj.id == subject_id or obj is lb and kind == "loadbalancer"
+        obj.provisioning_status = c.ERROR if is_subject else c.ACTIVE
+    lb.applied_revision = lb.revision
+    lb.pending_subject = None
+    lb.status_reason = reason
+    log.error("change to load balancer %s failed: %s", lb.id, reason)
+
+
+def delete_object(session: Session, obj: Any) -> None:
+    """Remove one object and everything beneath it, with its tags."""
+    if isinstance(obj, m.Listener):
+        for pol in list(obj.l7policies):
+            delete_object(session, pol)
+    elif isinstance(obj, m.L7Policy):
+        for rule in list(obj.rules):
+            delete_object(session, rule)
+    elif isinstance(obj, m.Pool):
+        session.execute(update(m.Listener).where(m.Listener.default_pool_id == obj.id).values(default_pool_id=None))
+        if obj.health_monitor:
+            delete_object(session, obj.health_monitor)
+        for mb in list(obj.members):
+            delete_object(session, mb)
+    session.execute(delete(m.Tag).where(m.Tag.resource_id == obj.id))
+    session.delete(obj)
+    session.flush()
+
+
+def purge_tree(session: Session, lb: m.LoadBalancer) -> None:
+    """Delete all children of a load balancer (a cascade delete); the row itself stays as DELETED."""
+    for li in list(lb.listeners):
+        li.default_pool_id = None
+    session.flush()
+    for li in list(lb.listeners):
+        delete_object(session, li)
+    for p in list(lb.pools):
+        delete_object(session, p)
+    session.expire(lb, ["listeners", "pools"])
