@@ -97,7 +97,7 @@ def complete(session: Session, lb: m.LoadBalancer) -> None:
     if lb.provisioning_status == c.PENDING_DELETE:
         from quadriga.network import embedded
 
-        purge_tree(lb)
+        purge_tree(session, lb)
         embedded.release_vip(session, lb.vip_port_id)
         lb.provisioning_status = c.DELETED
         lb.operating_status = c.OFFLINE

@@ -69,7 +69,9 @@ class OpenStackCLI:
             cmd += ["-f", "json"]
         return cmd
 
-    def run(self, *args: str, fmt: bool | None = None, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, fmt: bool | None = None, timeout: float = CLI_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """Run the CLI and return the completed process, whatever its exit code."""
         cmd = self.command(args, fmt)
         try:
@@ -81,7 +83,8 @@ class OpenStackCLI:
             def _text(b: bytes | str | None) -> str:
                 return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
-            raise OpenStackCLIError(cmd, None, _text(exc.stdout), _text(exc.stderr) + f"\n(timed out after {timeout}s)")
+            stderr = _text(exc.stderr) + f"\n(timed out after {timeout}s)"
+            raise OpenStackCLIError(cmd, None, _text(exc.stdout), stderr) from None
 
     def __call__(self, *args: str, fmt: bool | None = None, timeout: float = CLI_TIMEOUT) -> Any:
         """Run the CLI, fail with its output on a non-zero exit, return parsed JSON (None when silent)."""

@@ -278,10 +278,11 @@ class QuadrigaServer:
                     return self
                 except ServerStartupError:
                     lost_port_race = any(m in self.log_tail(20).lower() for m in _PORT_IN_USE_MARKERS)
-                    self._terminate()
+                    self._terminate(report_crash=False)  # the exception carries the log's tail
                     if not lost_port_race or attempt == self.port_attempts:
                         raise
         except BaseException:
+            self._terminate(report_crash=False)
             self.stop()
             raise
         raise AssertionError("unreachable")
@@ -344,7 +345,7 @@ class QuadrigaServer:
         except OSError:
             return False
 
-    def _terminate(self) -> None:
+    def _terminate(self, report_crash: bool = True) -> None:
         """Stop the process by its PID: SIGTERM, wait `stop_timeout`, then SIGKILL."""
         proc, self.process = self.process, None
         if proc is not None:
@@ -358,7 +359,7 @@ class QuadrigaServer:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=self.stop_timeout)
-            elif died_early != 0:
+            elif died_early != 0 and report_crash:
                 # It crashed while in use: make the reason visible in the test output.
                 sys.stderr.write(
                     f"quadriga serve (pid {proc.pid}) had exited with code {died_early}; "

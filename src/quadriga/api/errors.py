@@ -106,8 +106,8 @@ def validation_message(errors: list[Any]) -> str:
         return f"Unknown attribute for argument {owner}: {field}"
     if kind == "missing":
         return f"Invalid input for field/attribute {field}. Value: 'None'. Mandatory field missing."
-    if kind in ("json_invalid", "model_attributes_type") and not path:
-        return f"Invalid JSON body: {err.get('msg', '')}"
+    if kind == "json_invalid":
+        return f"Invalid JSON body: {err.get('ctx', {}).get('error', err.get('msg', ''))}"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         reason = f"Value should be one of: {expected.replace(' or ', ', ')}"

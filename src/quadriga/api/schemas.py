@@ -180,6 +180,16 @@ class PoolSingleCreate(PoolFields):
     members: list[MemberSingleCreate] | None = None
 
 
+class PoolReference(PoolFields):
+    """A pool inside a graph create's listener or policy: either a full definition or just a name that
+    refers to a pool defined elsewhere in the same request."""
+
+    protocol: PoolProtocol | None = None
+    lb_algorithm: Algorithm | None = None
+    healthmonitor: HealthMonitorSingleCreate | None = None
+    members: list[MemberSingleCreate] | None = None
+
+
 class PoolCreate(PoolSingleCreate, ProjectOwned):
     listener_id: UUID | None = None
     loadbalancer_id: UUID | None = None
@@ -246,7 +256,7 @@ class L7PolicyFields(Body):
 
 
 class L7PolicySingleCreate(L7PolicyFields):
-    redirect_pool: PoolSingleCreate | None = None
+    redirect_pool: PoolReference | None = None
     rules: list[L7RuleSingleCreate] | None = None
 
 
@@ -302,7 +312,7 @@ class ListenerMutable(Body):
 class ListenerSingleCreate(ListenerMutable):
     protocol: ListenerProtocol
     protocol_port: Port
-    default_pool: PoolSingleCreate | None = None
+    default_pool: PoolReference | None = None
     l7policies: list[L7PolicySingleCreate] | None = None
 
 

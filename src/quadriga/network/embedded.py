@@ -121,7 +121,9 @@ def _addresses(values: list[str], ip_field: str) -> list[str]:
         try:
             out.append(ipam.canonical(value))
         except ValueError:
-            raise NetError(400, "HTTPBadRequest", f"Invalid input for {ip_field}. Reason: '{value}' is not a valid IP address.") from None
+            raise NetError(
+                400, "HTTPBadRequest", f"Invalid input for {ip_field}. Reason: '{value}' is not a valid IP address."
+            ) from None
     if len(set(out)) != len(out):
         raise NetError(400, "HTTPBadRequest", f"Invalid input for {ip_field}. Reason: Duplicate items in the list.")
     return out
@@ -134,15 +136,17 @@ def _routes(routes: list[dict[str, str]]) -> list[dict[str, str]]:
             dest = str(ipaddress.ip_network(route["destination"]))
             nexthop = ipam.canonical(route["nexthop"])
         except ValueError:
-            raise NetError(400, "HTTPBadRequest", f"Invalid input for host_routes. Reason: {route} is not a valid route.") from None
+            raise NetError(
+                400, "HTTPBadRequest", f"Invalid input for host_routes. Reason: {route} is not a valid route."
+            ) from None
         out.append({"destination": dest, "nexthop": nexthop})
     return out
 
 
 def _check_ipv6_modes(ip_version: int, ra: str | None, addr: str | None, net: ipam.IPNetwork) -> None:
     if ip_version == 4 and (ra or addr):
-        raise invalid("ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False.".replace(
-            "when enable_dhcp is set to False", "on an IPv4 subnet"))
+        attr, value = ("ipv6_ra_mode", ra) if ra else ("ipv6_address_mode", addr)
+        raise invalid(f"{attr} set to '{value}' with ip_version set to 4 is not valid.")
     if ra and addr and ra != addr:
         raise invalid(
             f"ipv6_ra_mode set to '{ra}' with ipv6_address_mode set to '{addr}' is not valid. "
@@ -161,9 +165,7 @@ def create_subnet(session: Session, network: m.Network, project_id: str, spec: S
     net = _parse_cidr(spec.cidr, spec.ip_version)
     for other in network.subnets:
         if ipaddress.ip_network(other.cidr).overlaps(net):
-            raise invalid(
-                f"Requested subnet with cidr: {net} for network: {network.id} overlaps with another subnet."
-            )
+            raise invalid(f"Requested subnet with cidr: {net} for network: {network.id} overlaps with another subnet.")
     _check_ipv6_modes(spec.ip_version, spec.ipv6_ra_mode, spec.ipv6_address_mode, net)
     gateway = ipam.default_gateway(net) if spec.gateway_ip is UNSET else _gateway(net, spec.gateway_ip)
     if spec.allocation_pools is UNSET or spec.allocation_pools is None:
@@ -181,7 +183,9 @@ def create_subnet(session: Session, network: m.Network, project_id: str, spec: S
         gateway_ip=gateway,
         allocation_pools=pools,
         enable_dhcp=spec.enable_dhcp,
-        dns_nameservers=[] if spec.dns_nameservers in (UNSET, None) else _addresses(spec.dns_nameservers, "dns_nameservers"),
+        dns_nameservers=[]
+        if spec.dns_nameservers in (UNSET, None)
+        else _addresses(spec.dns_nameservers, "dns_nameservers"),
         host_routes=[] if spec.host_routes in (UNSET, None) else _routes(spec.host_routes),
         ipv6_ra_mode=spec.ipv6_ra_mode,
         ipv6_address_mode=spec.ipv6_address_mode,
@@ -205,7 +209,9 @@ def update_subnet(session: Session, subnet: m.Subnet, changes: dict[str, Any]) -
             )
             if owner:
                 raise NetError(
-                    409, "GatewayIpInUse", f"Current gateway ip {gateway} already in use by port {owner}. Unable to update."
+                    409,
+                    "GatewayIpInUse",
+                    f"Current gateway ip {gateway} already in use by port {owner}. Unable to update.",
                 )
     pools = subnet.allocation_pools
     if changes.get("allocation_pools") is not None:
@@ -264,11 +270,9 @@ class IpRequest:
     ip_address: str | None = None
 
 
-def _resolve_ips(session: Session, network: m.Network, requests: list[IpRequest] | None) -> list[tuple[m.Subnet, str | None]]:
+def _resolve_ips(session: Session, network: m.Network, requests: list[IpRequest]) -> list[tuple[m.Subnet, str | None]]:
     """Turn a port's fixed_ips request into (subnet, address or None) pairs, Neutron's way."""
     subnets = list(network.subnets)
-    if requests is None:
-        return [(s, None) for s in subnets[:1]]
     out: list[tuple[m.Subnet, str | None]] = []
     for req in requests:
         address = None
@@ -276,12 +280,17 @@ def _resolve_ips(session: Session, network: m.Network, requests: list[IpRequest]
             try:
                 address = ipam.canonical(req.ip_address)
             except ValueError:
-                raise NetError(400, "HTTPBadRequest", f"Invalid input for fixed_ips. Reason: '{req.ip_address}' is not a valid IP address.") from None
+                raise NetError(
+                    400,
+                    "HTTPBadRequest",
+                    f"Invalid input for fixed_ips. Reason: '{req.ip_address}' is not a valid IP address.",
+                ) from None
         if req.subnet_id is not None:
             subnet = next((s for s in subnets if s.id == req.subnet_id), None)
             if subnet is None:
                 raise invalid(
-                    f"Failed to create port on network {network.id}, because fixed_ips included invalid subnet {req.subnet_id}."
+                    f"Failed to create port on network {network.id}, "
+                    f"because fixed_ips included invalid subnet {req.subnet_id}."
                 )
         elif address is not None:
             ip = ipaddress.ip_address(address)
@@ -301,25 +310,35 @@ def _resolve_ips(session: Session, network: m.Network, requests: list[IpRequest]
     return out
 
 
-def _net_ipam_error(exc: ipam.IpamError, subnet: m.Subnet) -> NetError:
+def _net_ipam_error(exc: ipam.AllocationError) -> NetError:
     if isinstance(exc, ipam.AddressInUse):
-        return NetError(409, "IpAddressAlreadyAllocated", f"IP address {exc} already allocated in subnet {subnet.id}")
+        return NetError(
+            409, "IpAddressAlreadyAllocated", f"IP address {exc.address} already allocated in subnet {exc.subnet_id}"
+        )
     if isinstance(exc, ipam.SubnetFull):
-        return NetError(409, "IpAddressGenerationFailure", f"No more IP addresses available on subnet {subnet.id}.")
-    return NetError(400, "InvalidIpForSubnet", f"IP address {exc} is not a valid IP for the specified subnet.")
+        return NetError(409, "IpAddressGenerationFailure", f"No more IP addresses available on subnet {exc.subnet_id}.")
+    return NetError(400, "InvalidIpForSubnet", f"IP address {exc.address} is not a valid IP for the specified subnet.")
 
 
 def _assign(session: Session, port: m.Port, pairs: list[tuple[m.Subnet, str | None]]) -> None:
-    """Allocate the pairs' addresses to `port`; raises ipam errors (with the subnet as `.subnet`)."""
+    """Allocate the pairs' addresses to `port`; raises ipam.AllocationError."""
     taken: dict[str, set[str]] = {}
     for subnet, address in pairs:
-        try:
-            ip = ipam.allocate(session, subnet, address, mac=port.mac_address, taken=taken.get(subnet.id, ()))
-        except ipam.IpamError as exc:
-            exc.subnet = subnet  # type: ignore[attr-defined]
-            raise
+        ip = ipam.allocate(session, subnet, address, mac=port.mac_address, taken=taken.get(subnet.id, ()))
         taken.setdefault(subnet.id, set()).add(ip)
         port.fixed_ips.append(m.PortIP(subnet_id=subnet.id, ip_address=ip))
+
+
+def _assign_default(session: Session, network: m.Network, port: m.Port) -> None:
+    """No fixed_ips in the request: one address from the first subnet that has one free."""
+    for subnet in network.subnets:
+        try:
+            _assign(session, port, [(subnet, None)])
+            return
+        except ipam.SubnetFull:
+            continue
+    if network.subnets:
+        raise NetError(409, "IpAddressGenerationFailure", f"No more IP addresses available on network {network.id}.")
 
 
 def create_port(
@@ -330,13 +349,15 @@ def create_port(
     **attrs: Any,
 ) -> m.Port:
     """Add a port with its fixed IPs (by default the lowest free address of the network's first subnet)."""
-    pairs = _resolve_ips(session, network, fixed_ips)
+    pairs = _resolve_ips(session, network, fixed_ips) if fixed_ips is not None else None
     mac = attrs.pop("mac_address", None)
     if mac is None:
         mac = new_mac(session, network.id)
     elif session.scalar(select(m.Port.id).where(m.Port.network_id == network.id, m.Port.mac_address == mac)):
         raise NetError(
-            409, "MacAddressInUse", f"Unable to complete operation for network {network.id}. The mac address {mac} is in use."
+            409,
+            "MacAddressInUse",
+            f"Unable to complete operation for network {network.id}. The mac address {mac} is in use.",
         )
     port = m.Port(id=m.new_id(), project_id=project_id, network_id=network.id, mac_address=mac, revision_number=1)
     for key, value in attrs.items():
@@ -344,16 +365,47 @@ def create_port(
             setattr(port, key, value)
     port.status = _port_status(port)
     try:
-        _assign(session, port, pairs)
-    except ipam.IpamError as exc:
-        raise _net_ipam_error(exc, exc.subnet) from None  # type: ignore[attr-defined]
+        if pairs is None:
+            _assign_default(session, network, port)
+        else:
+            _assign(session, port, pairs)
+    except ipam.AllocationError as exc:
+        raise _net_ipam_error(exc) from None
     session.add(port)
     return port
 
 
+def replace_ips(session: Session, network: m.Network, port: m.Port, requests: list[IpRequest]) -> None:
+    """A PUT of fixed_ips: keep the requested addresses the port already has (an entry with only a
+    subnet keeps the port's address there), allocate the others, release the rest."""
+    current = {(ip.subnet_id, ip.ip_address): ip for ip in port.fixed_ips}
+    keep: set[tuple[str, str]] = set()
+    wanted: list[tuple[m.Subnet, str | None]] = []
+    for subnet, address in _resolve_ips(session, network, requests):
+        if address is None:
+            address = next((a for s, a in current if s == subnet.id and (s, a) not in keep), None)
+            if address is None:
+                wanted.append((subnet, None))
+                continue
+        if (subnet.id, address) in current:
+            keep.add((subnet.id, address))
+        else:
+            wanted.append((subnet, address))
+    for key, ip in current.items():
+        if key not in keep:
+            port.fixed_ips.remove(ip)
+    session.flush()
+    try:
+        _assign(session, port, wanted)
+    except ipam.AllocationError as exc:
+        raise _net_ipam_error(exc) from None
+
+
 def update_port(port: m.Port, changes: dict[str, Any]) -> None:
     for key, value in changes.items():
-        setattr(port, key, "" if value is None and key in ("name", "description", "device_id", "device_owner") else value)
+        setattr(
+            port, key, "" if value is None and key in ("name", "description", "device_id", "device_owner") else value
+        )
     port.status = _port_status(port)
     bump(port)
 
@@ -374,9 +426,7 @@ class Vip:
     network_id: str
 
 
-def _vip_from_port(
-    session: Session, port_id: str, subnet_id: str | None, address: str | None, device_id: str
-) -> Vip:
+def _vip_from_port(session: Session, port_id: str, subnet_id: str | None, address: str | None, device_id: str) -> Vip:
     port = session.get(m.Port, port_id)
     if port is None:
         raise BadRequest(f"Port {port_id} not found.")
@@ -394,9 +444,7 @@ def _vip_from_port(
     elif len(ips) == 1:
         ip = ips[0]
     else:
-        raise Validation(
-            "VIP port's subnet could not be determined. Please specify either a VIP subnet or address."
-        )
+        raise Validation("VIP port's subnet could not be determined. Please specify either a VIP subnet or address.")
     port.device_owner, port.device_id = VIP_OWNER, device_id
     port.status = _port_status(port)
     bump(port)
@@ -411,9 +459,7 @@ def _has_free_address(session: Session, subnet: m.Subnet) -> bool:
     return True
 
 
-def _vip_subnet_on_network(
-    session: Session, network_id: str, subnet_id: str | None, address: str | None
-) -> m.Subnet:
+def _vip_subnet_on_network(session: Session, network_id: str, subnet_id: str | None, address: str | None) -> m.Subnet:
     network = session.get(m.Network, network_id)
     if network is None:
         raise BadRequest(f"Network {network_id} not found.")

@@ -33,15 +33,24 @@ class InvalidPool(IpamError):
         self.conflict = conflict
 
 
-class AddressNotInSubnet(IpamError):
+class AllocationError(IpamError):
+    """No address for a port: which subnet, and the requested address if there was one."""
+
+    def __init__(self, subnet_id: str, address: str | None = None) -> None:
+        super().__init__(address or subnet_id)
+        self.subnet_id = subnet_id
+        self.address = address
+
+
+class AddressNotInSubnet(AllocationError):
     pass
 
 
-class AddressInUse(IpamError):
+class AddressInUse(AllocationError):
     pass
 
 
-class SubnetFull(IpamError):
+class SubnetFull(AllocationError):
     pass
 
 
@@ -191,12 +200,12 @@ def allocate(
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            raise AddressNotInSubnet(address) from None
+            raise AddressNotInSubnet(subnet.id, address) from None
         first, last = host_bounds(net)
         if ip.version != net.version or not first <= int(ip) <= last or str(ip) == subnet.gateway_ip:
-            raise AddressNotInSubnet(str(ip))
+            raise AddressNotInSubnet(subnet.id, str(ip))
         if str(ip) in used:
-            raise AddressInUse(str(ip))
+            raise AddressInUse(subnet.id, str(ip))
         return str(ip)
     reserved = {int(ipaddress.ip_address(a)) for a in used}
     if subnet.gateway_ip:
