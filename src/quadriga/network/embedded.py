@@ -543,7 +543,7 @@ def release_vip(session: Session, port_id: str | None) -> None:
     if not port_id:
         return
     port = session.get(m.Port, port_id)
-    if port is None:
+    if port is None or port in session.deleted:
         return
     if port.managed:
         delete_port(session, port)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install quadriga into ./.venv (and the Debian packages it needs, when run as root).
+# Usage: scripts/install.sh [--test]    (--test also installs what the test suite needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+apt_install() {
+  # Only as root on a Debian/Ubuntu machine; elsewhere the packages must already be there.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "==> apt-get install ${missing[*]}"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+  fi
+}
+
+apt_install python3 python3-venv python3-pip
+[ $want_tests = 1 ] && apt_install postgresql
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv with $($python --version)"
+  $python -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ $want_tests = 1 ]; then
+  echo "==> pip install -e .[test]"
+  .venv/bin/python -m pip install -q -e ".[test]"
+else
+  echo "==> pip install -e ."
+  .venv/bin/python -m pip install -q -e .
+fi
+echo "==> installed: $(.venv/bin/quadriga --help | head -1)"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything the tests need and run them: lint, the whole suite on SQLite, and the API suite
+# again on PostgreSQL. Exits non-zero on any failure (also when pytest collects no tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh --test
+. .venv/bin/activate
+
+echo "==> ruff"
+ruff check src tests bench
+ruff format --check src tests bench
+
+pgdir=$(mktemp -d /tmp/quadriga-pg.XXXXXX)
+trap 'scripts/pg.sh stop "$pgdir"' EXIT
+port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pg_url=$(scripts/pg.sh start "$pgdir" "$port")
+
+echo "==> pytest (SQLite)"
+pytest -q -p no:cacheprovider tests
+echo "==> pytest tests/api (PostgreSQL)"
+QUADRIGA_TEST_DATABASE_URL=$pg_url pytest -q -p no:cacheprovider tests/api tests/clients
