@@ -598,6 +598,8 @@ def test_bad_bodies(client: TestClient) -> None:
         client.post("/v2.0/networks", content=b"{not json", **raw), 400, "HTTPBadRequest", "Malformed request body"
     )
     neutron_error(client.post("/v2.0/networks", content=b"", **raw), 400, "HTTPBadRequest")
+    neutron_error(client.post("/v2.0/networks", content=b"[" * 100000, **raw), 400, "HTTPBadRequest")
+    neutron_error(client.post("/v2.0/networks", content=b"\xff\xfe", **raw), 400, "HTTPBadRequest")
     neutron_error(client.post("/v2.0/networks", json=[1, 2]), 400, "HTTPBadRequest")
     neutron_error(client.post("/v2.0/networks", json={"net": {}}), 400, "HTTPBadRequest")
     neutron_error(client.post("/v2.0/networks", json={"network": "x"}), 400, "HTTPBadRequest")
@@ -755,6 +757,15 @@ def test_vip_on_subnet(db: Database, client: TestClient) -> None:
         embedded.release_vip(s, vip.port_id)  # idempotent
         embedded.release_vip(s, None)
     neutron_error(client.get(f"/v2.0/ports/{vip.port_id}"), 404)
+
+
+def test_vip_port_cannot_be_deleted_through_the_api(db: Database, client: TestClient) -> None:
+    ids = _ids(db)
+    with db.write() as s:
+        vip = embedded.allocate_vip(s, "demo", "lb1", subnet_id=ids["private-subnet"])
+    neutron_error(client.delete(f"/v2.0/ports/{vip.port_id}"), 409, "ServicePortInUse")
+    neutron_error(client.delete(f"/v2.0/subnets/{ids['private-subnet']}"), 409, "SubnetInUse")
+    neutron_error(client.delete(f"/v2.0/networks/{ids['private']}"), 409, "NetworkInUse")
 
 
 def test_vip_subnet_full(db: Database, client: TestClient) -> None:

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from quadriga.api.errors import ApiError, BadRequest, Conflict, Validation
@@ -565,6 +565,9 @@ def _seed_network(session: Session, project_id: str, name: str, cidr: str, **att
 def seed_defaults(session: Session, project_id: str) -> None:
     """Create devstack's two networks ("private" for tenants, "public" external and shared) so a fresh
     quadriga can create a load balancer at once. Idempotent: does nothing once "private" exists."""
+    if session.get_bind().dialect.name == "postgresql":
+        # several API processes may start at once; only one of them may seed
+        session.execute(text("SELECT pg_advisory_xact_lock(7243101)"))
     if session.scalar(select(m.Network.id).where(m.Network.name == "private").limit(1)):
         return
     _seed_network(session, project_id, "private", "10.10.0.0/24")

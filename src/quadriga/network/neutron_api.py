@@ -462,6 +462,17 @@ def _update_port(session: Session, ctx: RequestContext, port: m.Port, changes: d
     e.update_port(port, changes)
 
 
+def _delete_port(session: Session, port: m.Port) -> None:
+    """A VIP port quadriga created goes away with its load balancer, never on its own."""
+    if port.managed:
+        raise e.NetError(
+            409,
+            "ServicePortInUse",
+            f"Port {port.id} cannot be deleted directly via the port API: has device owner {port.device_owner}.",
+        )
+    e.delete_port(session, port)
+
+
 @dataclass
 class Kind:
     """What the generic handlers need to know about one resource type."""
@@ -540,7 +551,7 @@ PORT = Kind(
     update_body=PortUpdate,
     create=_create_port,
     update=_update_port,
-    remove=e.delete_port,
+    remove=_delete_port,
     columns=_cols(
         m.Port,
         "network_id",
@@ -832,7 +843,7 @@ async def _json_body(request: Request) -> Any:
         raise bad_request("Resource body required")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise bad_request("Malformed request body") from None
 
 
