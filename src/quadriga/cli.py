@@ -36,6 +36,7 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # per-plugin chatter at every start
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,7 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger("quadriga.db")
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -21,3 +23,4 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision; a no-op when it is already there."""
     command.upgrade(alembic_config(engine), "head")
+    log.info("database schema is at the newest revision (%s)", engine.url.render_as_string(hide_password=True))
