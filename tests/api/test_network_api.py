@@ -3,14 +3,18 @@ load-balancer API uses."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select, text
 
 from quadriga.api.auth import NoAuth, TrustedHeaders
 from quadriga.api.errors import ApiError, BadRequest, Conflict, Validation
@@ -20,13 +24,34 @@ from quadriga.db.session import Database
 from quadriga.network import embedded, ipam
 from quadriga.network.neutron_api import create_app
 
+PG_URL = os.environ.get("QUADRIGA_TEST_DATABASE_URL")
 
-@pytest.fixture
-def db(tmp_path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path}/net.db")
-    upgrade(database.engine)
-    yield database
-    database.dispose()
+
+@contextlib.contextmanager
+def _pg_database(url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    admin_url = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"qnet_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"] if PG_URL else ["sqlite"])
+def db(request, tmp_path) -> Iterator[Database]:
+    """SQLite always; PostgreSQL too when $QUADRIGA_TEST_DATABASE_URL names a server."""
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path}/net.db" if request.param == "sqlite" else stack.enter_context(_pg_database(PG_URL))
+        database = Database(url)
+        upgrade(database.engine)
+        yield database
+        database.dispose()
 
 
 @pytest.fixture
@@ -300,7 +325,7 @@ def test_subnet_ipv6_slaac_uses_eui64(client: TestClient) -> None:
         (
             {"cidr": "10.1.0.0/24", "ip_version": 4, "allocation_pools": [{"start": "10.1.0.0", "end": "10.1.0.9"}]},
             400,
-            "InvalidAllocationPool",
+            "OutOfBoundsAllocationPool",
         ),
         (
             {"cidr": "10.1.0.0/24", "ip_version": 4, "allocation_pools": [{"start": "10.1.0.9", "end": "10.1.0.3"}]},
@@ -322,7 +347,7 @@ def test_subnet_ipv6_slaac_uses_eui64(client: TestClient) -> None:
                 ],
             },
             409,
-            None,
+            "OverlappingAllocationPools",
         ),
         ({"cidr": "10.1.0.0/24", "ip_version": 4, "ipv6_ra_mode": "slaac"}, 400, "InvalidInput"),
         ({"cidr": "10.1.0.0/24", "ip_version": 4, "dns_nameservers": ["x"]}, 400, "HTTPBadRequest"),
@@ -764,6 +789,8 @@ def test_vip_port_cannot_be_deleted_through_the_api(db: Database, client: TestCl
     with db.write() as s:
         vip = embedded.allocate_vip(s, "demo", "lb1", subnet_id=ids["private-subnet"])
     neutron_error(client.delete(f"/v2.0/ports/{vip.port_id}"), 409, "ServicePortInUse")
+    neutron_error(client.put(f"/v2.0/ports/{vip.port_id}", json={"port": {"fixed_ips": []}}), 409, "ServicePortInUse")
+    assert client.put(f"/v2.0/ports/{vip.port_id}", json={"port": {"name": "renamed"}}).status_code == 200
     neutron_error(client.delete(f"/v2.0/subnets/{ids['private-subnet']}"), 409, "SubnetInUse")
     neutron_error(client.delete(f"/v2.0/networks/{ids['private']}"), 409, "NetworkInUse")
 
@@ -915,6 +942,18 @@ def test_vip_on_user_port(db: Database, client: TestClient) -> None:
             s, "demo", "lb3", port_id=single["id"], address=single["fixed_ips"][0]["ip_address"]
         )
         assert vip.port_id == single["id"]
+
+
+def test_concurrent_vip_allocations_get_distinct_addresses(db: Database, client: TestClient) -> None:
+    ids = _ids(db)
+
+    def allocate(n: int) -> str:
+        with db.write() as s:
+            return embedded.allocate_vip(s, "demo", f"lb{n}", subnet_id=ids["private-subnet"]).address
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        addresses = list(pool.map(allocate, range(24)))
+    assert sorted(addresses, key=ipaddress.ip_address) == [f"10.10.0.{i}" for i in range(2, 26)]
 
 
 def test_vip_rolls_back_with_the_callers_transaction(db: Database, client: TestClient) -> None:

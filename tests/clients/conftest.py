@@ -4,6 +4,7 @@ it, and `openstack`, which runs the real `openstack` CLI against it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:  # so `tests.support` imports however pytest was started
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.support.server import CLOUD_NAME, QuadrigaServer  # noqa: E402
+from tests.support.server import CLOUD_NAME, DatabaseNotConfigured, QuadrigaServer  # noqa: E402
 
 CLI_TIMEOUT = 60.0
 DEFAULT_PROJECT = "demo"
@@ -114,7 +115,16 @@ class OpenStackCLI:
 
 @pytest.fixture(scope="session")
 def quadriga_server() -> Iterator[QuadrigaServer]:
-    with QuadrigaServer(auth_strategy="noauth", default_project=DEFAULT_PROJECT, provider="noop") as server:
+    """One server for the whole client suite. QUADRIGA_TEST_CLIENTS_DATABASE=postgresql runs it on
+    $QUADRIGA_TEST_DATABASE_URL (in a schema of its own) instead of SQLite."""
+    database = os.environ.get("QUADRIGA_TEST_CLIENTS_DATABASE", "sqlite")
+    try:
+        server = QuadrigaServer(
+            database=database, auth_strategy="noauth", default_project=DEFAULT_PROJECT, provider="noop"
+        )
+    except DatabaseNotConfigured as exc:
+        pytest.skip(str(exc))
+    with server:
         yield server
 
 

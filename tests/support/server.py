@@ -13,7 +13,10 @@ still running when the interpreter exits is stopped by an atexit hook.
 Databases: `database="sqlite"` (the default) lets the server use its own SQLite file in the state
 directory; `database="postgresql"` takes the URL from $QUADRIGA_TEST_DATABASE_URL and raises
 `DatabaseNotConfigured` when it is unset (callers usually turn that into `pytest.skip`); an explicit
-`database_url=` wins over both.
+`database_url=` wins over both. On PostgreSQL every server gets a schema of its own (created before the
+server starts, dropped after it stops, selected with libpq's `options=-csearch_path=...`) so that servers
+never see each other's rows; pass `isolated_schema=False` to use the database as it is (the default for an
+explicit `database_url`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 import errno
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -75,6 +80,31 @@ def resolve_database_url(database: str | None, database_url: str | None = None) 
             raise DatabaseNotConfigured(f"set ${POSTGRES_URL_ENV} to run against PostgreSQL")
         return url
     raise ValueError(f"unknown database kind {database!r} (expected 'sqlite' or 'postgresql')")
+
+
+def _sqlalchemy_url(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1] if url.startswith("postgresql://") else url
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ***, for messages and logs."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def _run_ddl(url: str, statement: str) -> None:
+    from sqlalchemy import create_engine, text  # only PostgreSQL runs need it
+
+    engine = create_engine(_sqlalchemy_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -140,8 +170,21 @@ class QuadrigaServer:
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         port_attempts: int = 3,
+        isolated_schema: bool | None = None,
     ) -> None:
-        self.database_url = resolve_database_url(database, database_url)
+        self.base_database_url = resolve_database_url(database, database_url)
+        is_pg = bool(self.base_database_url and self.base_database_url.startswith("postgresql"))
+        if isolated_schema is None:
+            isolated_schema = is_pg and not database_url
+        if isolated_schema and not is_pg:
+            raise ValueError("isolated_schema needs a PostgreSQL database")
+        self.schema = f"quadriga_test_{uuid.uuid4().hex[:12]}" if isolated_schema else None
+        self.database_url = (
+            _with_search_path(self.base_database_url, self.schema)
+            if self.schema and self.base_database_url
+            else self.base_database_url
+        )
+        self._schema_created = False
         self.auth_strategy = auth_strategy
         self.default_project = default_project
         self.provider = provider
@@ -154,6 +197,7 @@ class QuadrigaServer:
         self._given_state_dir = Path(state_dir) if state_dir is not None else None
         if keep_state_dir is None:
             keep_state_dir = os.environ.get(KEEP_STATE_ENV, "") not in ("", "0", "false", "no")
+        self._keep = keep_state_dir
         self.keep_state_dir = keep_state_dir or self._given_state_dir is not None
 
         self.state_dir: Path | None = None
@@ -258,9 +302,22 @@ class QuadrigaServer:
             cmd += ["--provider", self.provider]
         return cmd + self.extra_args
 
+    def display_command(self) -> str:
+        """The command line for messages, without the database password."""
+        return " ".join(redact_url(a) if a == self.database_url else a for a in self.command())
+
     def start(self) -> QuadrigaServer:
         if self.running:
             return self
+        if self.schema and not self._schema_created:
+            assert self.base_database_url is not None
+            try:
+                _run_ddl(self.base_database_url, f'CREATE SCHEMA "{self.schema}"')
+            except Exception as exc:
+                raise ServerStartupError(
+                    f"cannot create schema {self.schema} on {redact_url(self.base_database_url)}: {exc}"
+                ) from exc
+            self._schema_created = True
         if self.state_dir is None:
             if self._given_state_dir is not None:
                 self._given_state_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +349,7 @@ class QuadrigaServer:
         cmd = self.command()
         env = scrubbed_env({"PYTHONUNBUFFERED": "1", **self.extra_env})
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
-        self._log.write(f"$ {' '.join(cmd)}\n".encode())
+        self._log.write(f"$ {self.display_command()}\n".encode())
         self._log.flush()
         self.process = subprocess.Popen(
             cmd,
@@ -316,7 +373,7 @@ class QuadrigaServer:
             if code is not None:
                 raise ServerStartupError(
                     f"quadriga serve exited with code {code} during startup\n"
-                    f"command: {' '.join(self.command())}\n--- last 50 lines of {self.log_path} ---\n"
+                    f"command: {self.display_command()}\n--- last 50 lines of {self.log_path} ---\n"
                     f"{self.log_tail(50)}"
                 )
             try:
@@ -331,7 +388,7 @@ class QuadrigaServer:
             if time.monotonic() > deadline:
                 raise ServerStartupError(
                     f"quadriga serve not healthy after {self.startup_timeout:.0f}s ({last_error}; networking port "
-                    f"{self.net_port} open: {self._port_open(self.net_port)})\ncommand: {' '.join(self.command())}\n"
+                    f"{self.net_port} open: {self._port_open(self.net_port)})\ncommand: {self.display_command()}\n"
                     f"--- last 50 lines of {self.log_path} ---\n{self.log_tail(50)}"
                 )
             time.sleep(0.1)
@@ -373,8 +430,15 @@ class QuadrigaServer:
             self._log = None
 
     def stop(self) -> None:
-        """Terminate the server and remove its state directory (unless kept). Safe to call twice."""
+        """Terminate the server, drop its schema and remove its state directory (unless kept). Idempotent."""
         self._terminate()
+        if self._schema_created and not self._keep:
+            assert self.base_database_url is not None
+            try:
+                _run_ddl(self.base_database_url, f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            except Exception as exc:  # leave it rather than hide the test's own outcome
+                sys.stderr.write(f"could not drop schema {self.schema}: {exc}\n")
+            self._schema_created = False
         if self.state_dir is not None and not self.keep_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self.state_dir = None

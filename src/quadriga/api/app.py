@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quadriga import constants as c
 from quadriga.api import errors
-from quadriga.api.common import Services
+from quadriga.api.auth import RequestContext
+from quadriga.api.common import Services, context
 from quadriga.api.resources import (
     amphorae,
     catalog,
@@ -24,6 +26,7 @@ from quadriga.api.resources import (
 )
 
 FIRST_MINOR, CURRENT_MINOR = 0, 30
+OPENAPI_URL = "/openapi.json"
 VERSION_UPDATED = "2024-10-01T00:00:00Z"
 
 
@@ -38,7 +41,7 @@ class PathAliases:
             path: str = scope["path"]
             if path == "/v2.0" or path.startswith("/v2.0/"):
                 path = "/v2" + path[len("/v2.0") :]
-            if path.endswith(".json"):
+            if path.endswith(".json") and path != OPENAPI_URL:
                 path = path[: -len(".json")]
             if path != scope["path"]:
                 scope = dict(scope, path=path, raw_path=path.encode())
@@ -67,10 +70,25 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise errors.ApiError(f"Request body larger than {self.limit} bytes.", 413)
+                # An HTTPException, so the framework's body reader passes it on (it turns others into 400s).
+                raise StarletteHTTPException(413, f"Request body larger than {self.limit} bytes.")
             return message
 
         await self.app(scope, limited, send)
+
+
+async def reject_unknown_roots(request: Request, _ctx: RequestContext = Depends(context)) -> None:
+    """Octavia refuses unknown attributes at the top of a body too: `{"loadbalancer": {...}, "x": 1}` is
+    a 400, not a silently ignored key (it runs after authentication, as Octavia's validation does)."""
+    params = getattr(getattr(request.scope.get("route"), "dependant", None), "body_params", None) or []
+    if not any(getattr(p.field_info, "embed", False) for p in params):
+        return  # no body, or one the endpoint checks itself
+    try:
+        body = await request.json()
+    except ValueError:
+        return  # not JSON: the framework reports that
+    if isinstance(body, dict) and (unknown := sorted(set(body) - {p.alias for p in params})):
+        raise errors.BadRequest(f"Unknown attribute for argument {params[0].alias}: {', '.join(unknown)}")
 
 
 def _versions(base: str) -> list[dict[str, Any]]:
@@ -91,7 +109,7 @@ def create_app(svc: Services) -> FastAPI:
         version=f"2.{CURRENT_MINOR}",
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url=OPENAPI_URL,
     )
     app.state.services = svc
     errors.install_handlers(app)
@@ -111,7 +129,7 @@ def create_app(svc: Services) -> FastAPI:
         return {"status": "OK"}
 
     for module in (loadbalancers, listeners, pools, members, healthmonitors, l7, quotas, providers, catalog, amphorae):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(reject_unknown_roots)])
     app.add_middleware(BodyLimit)
     app.add_middleware(PathAliases)
     return app

@@ -109,9 +109,13 @@ def _gateway(net: ipam.IPNetwork, gateway: str | None) -> str | None:
 def _pools(net: ipam.IPNetwork, gateway: str | None, pools: list[dict[str, str]]) -> list[dict[str, str]]:
     try:
         return ipam.validate_pools(net, gateway, pools)
+    except ipam.GatewayInPool as exc:
+        raise NetError(409, "GatewayConflictWithAllocationPools", str(exc)) from None
+    except ipam.PoolsOverlap as exc:
+        raise NetError(409, "OverlappingAllocationPools", str(exc)) from None
+    except ipam.PoolOutOfBounds as exc:
+        raise NetError(400, "OutOfBoundsAllocationPool", str(exc)) from None
     except ipam.InvalidPool as exc:
-        if exc.conflict:
-            raise NetError(409, "GatewayConflictWithAllocationPools", str(exc)) from None
         raise NetError(400, "InvalidAllocationPool", str(exc)) from None
 
 
@@ -348,7 +352,7 @@ def create_port(
     fixed_ips: list[IpRequest] | None = None,
     **attrs: Any,
 ) -> m.Port:
-    """Add a port with its fixed IPs (by default the lowest free address of the network's first subnet)."""
+    """Add a port with its fixed IPs (by default the lowest free address of the first subnet with one)."""
     pairs = _resolve_ips(session, network, fixed_ips) if fixed_ips is not None else None
     mac = attrs.pop("mac_address", None)
     if mac is None:

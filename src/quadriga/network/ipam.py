@@ -26,11 +26,19 @@ class IpamError(Exception):
 
 
 class InvalidPool(IpamError):
-    """An allocation pool that is malformed, outside the CIDR, overlapping or covering the gateway."""
+    """An allocation pool that is malformed (start after end, not addresses of the subnet's family)."""
 
-    def __init__(self, message: str, conflict: bool = False) -> None:
-        super().__init__(message)
-        self.conflict = conflict
+
+class PoolOutOfBounds(InvalidPool):
+    pass
+
+
+class PoolsOverlap(InvalidPool):
+    pass
+
+
+class GatewayInPool(InvalidPool):
+    pass
 
 
 class AllocationError(IpamError):
@@ -133,19 +141,19 @@ def validate_pools(net: IPNetwork, gateway: str | None, pools: Iterable[Any]) ->
         if lo.version != net.version or hi.version != net.version or lo > hi:
             raise InvalidPool(f"The allocation pool {start}-{end} is not valid.")
         if int(lo) < first or int(hi) > last:
-            raise InvalidPool(f"The allocation pool {start}-{end} spans beyond the subnet cidr {net}.")
+            raise PoolOutOfBounds(f"The allocation pool {start}-{end} spans beyond the subnet cidr {net}.")
         ranges.append((int(lo), int(hi)))
     ranges.sort()
     for (lo1, hi1), (lo2, hi2) in zip(ranges, ranges[1:], strict=False):
         if lo2 <= hi1:
             a, b = _pool_text(net, lo1, hi1), _pool_text(net, lo2, hi2)
-            raise InvalidPool(f"Found overlapping allocation pools: {a} and {b} for subnet {net}.", True)
+            raise PoolsOverlap(f"Found overlapping allocation pools: {a} and {b} for subnet {net}.")
     if gateway is not None:
         gw = int(ipaddress.ip_address(gateway))
         for lo, hi in ranges:
             if lo <= gw <= hi:
                 pool = _pool_text(net, lo, hi)
-                raise InvalidPool(f"Gateway ip {gateway} conflicts with allocation pool {pool}", True)
+                raise GatewayInPool(f"Gateway ip {gateway} conflicts with allocation pool {pool}")
     return [_pool_dict(net, lo, hi) for lo, hi in ranges]
 
 

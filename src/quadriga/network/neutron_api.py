@@ -454,6 +454,13 @@ def _update_port(session: Session, ctx: RequestContext, port: m.Port, changes: d
     changes.pop("security_groups", None)
     changes.pop("allowed_address_pairs", None)
     changes.pop("binding_vnic_type", None)
+    if port.managed and {"fixed_ips", "device_id", "device_owner"} & set(changes):
+        raise e.NetError(
+            409,
+            "ServicePortInUse",
+            f"Port {port.id} is the VIP port of load balancer {port.device_id[3:]}: "
+            "its fixed_ips, device_id and device_owner cannot be changed.",
+        )
     if "fixed_ips" in changes:
         requests = _ip_requests([FixedIp(**i) for i in changes.pop("fixed_ips") or []]) or []
         network = session.get(m.Network, port.network_id)

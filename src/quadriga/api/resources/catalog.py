@@ -5,6 +5,7 @@ validated by its provider), so one router factory serves them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from quadriga.api.auth import RequestContext
 from quadriga.api.common import base_url, context, sent, services
 from quadriga.api.errors import BadRequest, Conflict, NotFound
 from quadriga.db import models as m
-from quadriga.providers.base import parse_profile_data
+from quadriga.providers.base import UnsupportedOption
 
 router = APIRouter()
 
@@ -43,11 +44,23 @@ class Catalog:
 
 
 def _check_provider_data(request: Request, provider_name: str, data_attr: str, raw: str, validator: str) -> None:
+    """As Octavia: the metadata must be JSON (400 InvalidOption), the provider enabled (400), and the
+    provider must accept every option (501 ProviderUnsupportedOptionError, naming the provider)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest(f"{raw} is not a valid option for {data_attr}")
     svc = services(request)
     driver = svc.providers.get(provider_name)
     if driver is None:
         raise BadRequest(f"Provider '{provider_name}' is not enabled.")
-    getattr(driver, validator)(parse_profile_data(raw, data_attr))
+    try:
+        getattr(driver, validator)(data)
+    except UnsupportedOption as e:
+        detail = e.message.removeprefix("Provider does not support the requested option: ")
+        raise UnsupportedOption(f"Provider '{provider_name}' does not support a requested option: {detail}") from None
 
 
 def _in_use(session: Any, cat: Catalog, obj: Any) -> bool:
@@ -107,7 +120,7 @@ def install(cat: Catalog) -> None:
                 session.flush()
                 return {cat.root: cat.view(obj)}
         except IntegrityError:
-            raise Conflict(f"A {cat.label} of {values.get('name')} already exists.") from None
+            raise Conflict(f"A {cat.label.lower()} of {values.get('name')} already exists.") from None
 
     def update_item(
         ident: str, request: Request, body: dict = Body(...), ctx: RequestContext = Depends(context)
@@ -121,13 +134,15 @@ def install(cat: Catalog) -> None:
                 if obj is None:
                     raise NotFound(cat.label, ident)
                 values = views_values(obj) | changes
+                if cat.data and {"provider_name", cat.data[0]} & set(changes) and _in_use(session, cat, obj):
+                    raise Conflict(f"{cat.label} {ident} is in use and cannot be modified.")
                 validate(request, session, values)
                 for key, value in changes.items():
                     setattr(obj, key, value)
                 session.flush()
                 return {cat.root: cat.view(obj)}
         except IntegrityError:
-            raise Conflict(f"A {cat.label} of {changes.get('name')} already exists.") from None
+            raise Conflict(f"A {cat.label.lower()} of {changes.get('name')} already exists.") from None
 
     def delete_item(ident: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
         policy.enforce(ctx, policy.ADMIN)
@@ -136,7 +151,7 @@ def install(cat: Catalog) -> None:
             if obj is None:
                 raise NotFound(cat.label, ident)
             if _in_use(session, cat, obj):
-                raise Conflict(f"{cat.label} {ident} is in use and cannot be deleted.")
+                raise Conflict(f"{cat.label} {ident} is in use and cannot be modified.")
             session.delete(obj)
         return Response(status_code=204)
 
@@ -204,7 +219,7 @@ install(
         model=m.AvailabilityZoneProfile,
         root="availability_zone_profile",
         plural="availability_zone_profiles",
-        label="Availability zone profile",
+        label="Availability Zone Profile",
         key="id",
         view=views.availability_zone_profile,
         create=schemas.AvailabilityZoneProfileCreate,
@@ -227,6 +242,6 @@ install(
         update=schemas.AvailabilityZoneUpdate,
         read_rule=policy.READ,
         links_key="availability_zones_links",
-        profile=(m.AvailabilityZoneProfile, "availability_zone_profile_id", "Availability zone profile"),
+        profile=(m.AvailabilityZoneProfile, "availability_zone_profile_id", "Availability Zone Profile"),
     )
 )

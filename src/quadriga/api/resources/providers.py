@@ -20,6 +20,12 @@ def _driver(request: Request, name: str) -> ProviderDriver:
     return driver
 
 
+def _filtered(request: Request, items: dict[str, str]) -> dict[str, str]:
+    """Octavia's capability lists take exact-match `name` and `description` filters."""
+    name, description = request.query_params.get("name"), request.query_params.get("description")
+    return {k: v for k, v in items.items() if (not name or k == name) and (not description or v == description)}
+
+
 def _capabilities(request: Request, items: dict[str, str]) -> list[dict[str, str]]:
     fields = listing.requested_fields(request.query_params)
     return [listing.select_fields({"name": k, "description": v}, fields) for k, v in sorted(items.items())]
@@ -35,11 +41,12 @@ def list_providers(request: Request, ctx: RequestContext = Depends(context)) -> 
 @router.get("/v2/lbaas/providers/{name}/flavor_capabilities")
 def flavor_capabilities(name: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
-    return {"flavor_capabilities": _capabilities(request, _driver(request, name).get_supported_flavor_metadata())}
+    metadata = _filtered(request, _driver(request, name).get_supported_flavor_metadata())
+    return {"flavor_capabilities": _capabilities(request, metadata)}
 
 
 @router.get("/v2/lbaas/providers/{name}/availability_zone_capabilities")
 def availability_zone_capabilities(name: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
-    metadata = _driver(request, name).get_supported_availability_zone_metadata()
+    metadata = _filtered(request, _driver(request, name).get_supported_availability_zone_metadata())
     return {"availability_zone_capabilities": _capabilities(request, metadata)}

@@ -26,7 +26,9 @@ def list_quotas(request: Request, ctx: RequestContext = Depends(context)) -> dic
     custom = or_(*(getattr(m.Quota, col).is_not(None) for col in set(COLUMNS.values())))
     stmt = select(m.Quota).where(custom).order_by(m.Quota.project_id)
     if not policy.allowed(ctx, policy.READ_QUOTA_GLOBAL):
-        policy.enforce(ctx, policy.READ_QUOTA, ctx.project_id)
+        # As Octavia's _auth_get_all: asking for another project's quotas needs the global rule.
+        wanted = request.query_params.get("project_id") or ctx.project_id
+        policy.enforce(ctx, policy.READ_QUOTA, wanted)
         stmt = stmt.where(m.Quota.project_id == ctx.project_id)
     elif request.query_params.get("project_id"):
         stmt = stmt.where(m.Quota.project_id == request.query_params["project_id"])
