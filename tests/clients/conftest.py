@@ -64,7 +64,8 @@ class OpenStackCLI:
         verb = next((w for w in words if w in _VERBS), None)
         if fmt is None:
             # `loadbalancer status show` prints JSON itself and takes no -f.
-            fmt = verb is not None and verb not in _NO_OUTPUT_VERBS and "status" not in words
+            prints = verb not in _NO_OUTPUT_VERBS or words[-2:] == ["quota", "set"]  # quota set is a ShowOne
+            fmt = verb is not None and prints and "status" not in words
         cmd = [str(self.executable), "--os-cloud", self.cloud, *args]
         if fmt:
             cmd += ["-f", "json"]

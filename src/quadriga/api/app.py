@@ -128,6 +128,14 @@ def create_app(svc: Services) -> FastAPI:
             session.connection().exec_driver_sql("SELECT 1")
         return {"status": "OK"}
 
+    @app.get("/projects", include_in_schema=False)
+    @app.get("/projects/{project}", include_in_schema=False)
+    def no_identity_service() -> None:
+        """The clouds.yaml's auth endpoint is this API, so the CLI asks it to resolve project names (for
+        `loadbalancer quota set NAME`). There is no identity service here: a 403 tells the client to use
+        the name as the project id, as it does when Keystone forbids the lookup."""
+        raise errors.Forbidden("No identity service here: project names are used as project ids.")
+
     for module in (loadbalancers, listeners, pools, members, healthmonitors, l7, quotas, providers, catalog, amphorae):
         app.include_router(module.router, dependencies=[Depends(reject_unknown_roots)])
     app.add_middleware(BodyLimit)

@@ -98,7 +98,8 @@ def validation_message(errors: list[Any]) -> str:
     if not errors:
         return "Invalid input."
     err = errors[0]
-    path = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+    # List indexes are not attribute names: an error in `allowed_cidrs[0]` is about `allowed_cidrs`.
+    path = [p for p in err.get("loc", ()) if isinstance(p, str) and p not in ("body", "query", "path")]
     field = path[-1] if path else "body"
     kind = err.get("type", "")
     if kind == "extra_forbidden":

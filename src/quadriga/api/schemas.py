@@ -10,7 +10,7 @@ import ipaddress
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 from pydantic_core import PydanticCustomError
 
 from quadriga import constants as c
@@ -38,16 +38,30 @@ def _cidr(value: str) -> str:
         raise PydanticCustomError("cidr", "Value should be IPv4 or IPv6 CIDR format") from None
 
 
+def _int(value: object) -> object:
+    """Integers as Octavia (WSME) takes them: JSON numbers or numeric strings (the CLI sends "100"),
+    never booleans or fractions."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise PydanticCustomError("int_type", "Value should be an integer")
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise PydanticCustomError("int_type", "Value should be an integer") from None
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_int)]
 UUID = Annotated[StrictStr, AfterValidator(_uuid)]
 IP = Annotated[StrictStr, AfterValidator(_ip)]
 CIDR = Annotated[StrictStr, AfterValidator(_cidr)]
 Str255 = Annotated[StrictStr, Field(max_length=255)]
 Tags = list[Str255]
-Port = Annotated[StrictInt, Field(ge=1, le=65535)]
-Timeout = Annotated[StrictInt, Field(ge=0, le=c.MAX_TIMEOUT)]
-Weight = Annotated[StrictInt, Field(ge=0, le=256)]
-Retries = Annotated[StrictInt, Field(ge=1, le=10)]
-QuotaValue = Annotated[StrictInt, Field(ge=-1, le=c.MAX_QUOTA)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
+Timeout = Annotated[Int, Field(ge=0, le=c.MAX_TIMEOUT)]
+Weight = Annotated[Int, Field(ge=0, le=256)]
+Retries = Annotated[Int, Field(ge=1, le=10)]
+QuotaValue = Annotated[Int, Field(ge=-1, le=c.MAX_QUOTA)]
 
 ListenerProtocol = Literal["TCP", "HTTP", "HTTPS", "TERMINATED_HTTPS", "UDP", "SCTP", "PROMETHEUS"]
 PoolProtocol = Literal["TCP", "HTTP", "HTTPS", "PROXY", "PROXYV2", "UDP", "SCTP"]
@@ -63,7 +77,7 @@ CompareType = Literal["REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "EQUAL_TO
 ClientAuth = Literal["NONE", "OPTIONAL", "MANDATORY"]
 TlsVersion = Literal["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 AlpnProtocol = Literal["h2", "http/1.1", "http/1.0"]
-RedirectCode = Literal[301, 302, 303, 307, 308]
+RedirectCode = Annotated[Literal[301, 302, 303, 307, 308], BeforeValidator(_int)]
 HttpVersion = Literal[1.0, 1.1]
 
 
@@ -82,8 +96,8 @@ class ProjectOwned(Body):
 class HealthMonitorFields(Body):
     name: Str255 | None = None
     admin_state_up: StrictBool = True
-    delay: StrictInt = Field(ge=0, le=c.MAX_INT32)
-    timeout: StrictInt = Field(ge=0, le=c.MAX_INT32)
+    delay: Int = Field(ge=0, le=c.MAX_INT32)
+    timeout: Int = Field(ge=0, le=c.MAX_INT32)
     max_retries: Retries
     max_retries_down: Retries = 3
     http_method: HttpMethod | None = None
@@ -105,8 +119,8 @@ class HealthMonitorCreate(HealthMonitorSingleCreate, ProjectOwned):
 class HealthMonitorUpdate(Body):
     name: Str255 | None = None
     admin_state_up: StrictBool | None = None
-    delay: StrictInt | None = Field(default=None, ge=0, le=c.MAX_INT32)
-    timeout: StrictInt | None = Field(default=None, ge=0, le=c.MAX_INT32)
+    delay: Int | None = Field(default=None, ge=0, le=c.MAX_INT32)
+    timeout: Int | None = Field(default=None, ge=0, le=c.MAX_INT32)
     max_retries: Retries | None = None
     max_retries_down: Retries | None = None
     http_method: HttpMethod | None = None
@@ -154,7 +168,7 @@ class MemberUpdate(Body):
 class SessionPersistence(Body):
     type: PersistenceType
     cookie_name: Annotated[StrictStr, Field(max_length=255, pattern=r"^[\x21-\x7e]+$")] | None = None
-    persistence_timeout: StrictInt | None = Field(default=None, ge=0, le=c.MAX_INT32)
+    persistence_timeout: Int | None = Field(default=None, ge=0, le=c.MAX_INT32)
     persistence_granularity: IP | None = None
 
 
@@ -251,7 +265,7 @@ class L7PolicyFields(Body):
     redirect_url: Str255 | None = None
     redirect_prefix: Str255 | None = None
     redirect_http_code: RedirectCode | None = None
-    position: StrictInt | None = Field(default=None, ge=1, le=c.MAX_INT32)
+    position: Int | None = Field(default=None, ge=1, le=c.MAX_INT32)
     tags: Tags = []
 
 
@@ -274,7 +288,7 @@ class L7PolicyUpdate(Body):
     redirect_url: Str255 | None = None
     redirect_prefix: Str255 | None = None
     redirect_http_code: RedirectCode | None = None
-    position: StrictInt | None = Field(default=None, ge=1, le=c.MAX_INT32)
+    position: Int | None = Field(default=None, ge=1, le=c.MAX_INT32)
     tags: Tags | None = None
 
 
@@ -287,7 +301,7 @@ class ListenerMutable(Body):
     name: Str255 | None = None
     description: Str255 | None = None
     admin_state_up: StrictBool | None = None
-    connection_limit: StrictInt | None = Field(default=None, ge=-1, le=c.MAX_INT32)
+    connection_limit: Int | None = Field(default=None, ge=-1, le=c.MAX_INT32)
     default_tls_container_ref: Str255 | None = None
     sni_container_refs: list[Str255] | None = None
     default_pool_id: UUID | None = None
@@ -303,7 +317,7 @@ class ListenerMutable(Body):
     tls_ciphers: Annotated[StrictStr, Field(max_length=2048)] | None = None
     tls_versions: list[TlsVersion] | None = None
     alpn_protocols: list[AlpnProtocol] | None = None
-    hsts_max_age: StrictInt | None = Field(default=None, ge=0, le=c.MAX_INT32)
+    hsts_max_age: Int | None = Field(default=None, ge=0, le=c.MAX_INT32)
     hsts_include_subdomains: StrictBool | None = None
     hsts_preload: StrictBool | None = None
     tags: Tags | None = None

@@ -52,8 +52,11 @@ RULE_SPEC = listing.ListSpec(
     model=m.L7Rule,
     plural="rules",
     render=views.l7rule,
-    columns=listing.common_columns(m.L7Rule, "type", "compare_type", "key", "value", "invert"),
+    columns=listing.common_columns(m.L7Rule, "type", "compare_type", "key", "value", "invert", "l7policy_id"),
 )
+
+
+RULE_RESETS = {"invert": False, "admin_state_up": True}
 
 
 def _check_listener(listener: m.Listener) -> None:
@@ -280,7 +283,11 @@ def update_rule(
         status.require_active(pol, "l7policy")
         row = _rule_of(session, pol, rule_id, ctx, policy.WRITE)
         old = snapshot(row)
-        changes = {k: v for k, v in sent(rule).items() if v is not None or k == "key"}
+        changes = sent(rule)
+        for key, default in RULE_RESETS.items():  # `null` resets these, as the CLI's `unset` sends
+            if key in changes and changes[key] is None:
+                changes[key] = default
+        changes = {k: v for k, v in changes.items() if v is not None or k == "key"}
         set_tags(session, row.id, changes.pop("tags", None))
         validation.l7rule(old | changes)
         for key, value in changes.items():

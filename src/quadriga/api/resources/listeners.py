@@ -55,6 +55,7 @@ SPEC = listing.ListSpec(
         "hsts_max_age",
         "hsts_include_subdomains",
         "hsts_preload",
+        "load_balancer_id",
         loadbalancer_id="load_balancer_id",
     ),
     options=(selectinload(m.Listener.l7policies),),

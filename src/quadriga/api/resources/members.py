@@ -35,7 +35,16 @@ SPEC = listing.ListSpec(
     plural="members",
     render=views.member,
     columns=listing.common_columns(
-        m.Member, "name", "address", "protocol_port", "weight", "backup", "subnet_id", "monitor_address", "monitor_port"
+        m.Member,
+        "name",
+        "address",
+        "protocol_port",
+        "weight",
+        "backup",
+        "subnet_id",
+        "monitor_address",
+        "monitor_port",
+        "pool_id",
     ),
 )
 

@@ -48,6 +48,7 @@ SPEC = listing.ListSpec(
         "ca_tls_container_ref",
         "crl_container_ref",
         "tls_ciphers",
+        "load_balancer_id",
         loadbalancer_id="load_balancer_id",
     ),
     options=(selectinload(m.Pool.members), selectinload(m.Pool.health_monitor), selectinload(m.Pool.listeners)),
