@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -91,6 +92,31 @@ async def reject_unknown_roots(request: Request, _ctx: RequestContext = Depends(
         raise errors.BadRequest(f"Unknown attribute for argument {params[0].alias}: {', '.join(unknown)}")
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+async def reject_nul_characters(request: Request, _ctx: RequestContext = Depends(context)) -> None:
+    """No text the API stores or looks up may contain NUL: PostgreSQL refuses it (a 500 otherwise), and
+    SQLite would store what no other backend can. A NUL in the path, the query or a JSON body is a 400."""
+    where = None
+    if "\x00" in request.scope["path"]:
+        where = "path"
+    elif any(_has_nul(k) or _has_nul(v) for k, v in request.query_params.multi_items()):
+        where = "query"
+    elif b"\\u0000" in await request.body():
+        with contextlib.suppress(ValueError):  # not JSON: the framework reports that
+            where = "body" if _has_nul(await request.json()) else None
+    if where:
+        raise errors.BadRequest(f"Invalid input: NUL characters are not allowed in the request {where}.")
+
+
 def _versions(base: str) -> list[dict[str, Any]]:
     return [
         {
@@ -137,7 +163,7 @@ def create_app(svc: Services) -> FastAPI:
         raise errors.Forbidden("No identity service here: project names are used as project ids.")
 
     for module in (loadbalancers, listeners, pools, members, healthmonitors, l7, quotas, providers, catalog, amphorae):
-        app.include_router(module.router, dependencies=[Depends(reject_unknown_roots)])
+        app.include_router(module.router, dependencies=[Depends(reject_unknown_roots), Depends(reject_nul_characters)])
     app.add_middleware(BodyLimit)
     app.add_middleware(PathAliases)
     return app

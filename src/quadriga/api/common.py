@@ -65,6 +65,8 @@ def project_for_create(ctx: RequestContext, body: BaseModel) -> str:
             "Validation failure: Missing project ID in request where one is required. "
             "An administrator should check the keystone settings in the Octavia configuration."
         )
+    if len(project) > 255:  # the column's width (PostgreSQL refuses longer values)
+        raise BadRequest(f"Invalid input for field/attribute project_id. Value: '{project}'. Too long.")
     policy.enforce(ctx, policy.WRITE, project)
     return project
 

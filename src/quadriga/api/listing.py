@@ -7,11 +7,12 @@ integer from 1 to 1000 (Octavia returns everything for 0 and caps larger values)
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, Select, and_, exists, false, or_, select
+from sqlalchemy import Boolean, DateTime, Float, Integer, Select, and_, exists, false, literal, or_, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import QueryParams
 
@@ -60,11 +61,28 @@ def _coerce(column: Any, raw: str, name: str) -> Any:
         raise BadRequest(f"Invalid input for field/attribute {name}. Value: '{raw}'. Value should be boolean.")
     if isinstance(ctype, Integer):
         try:
-            return int(raw)
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or not -(2**63) <= value < 2**63:  # beyond what a database integer can hold
+            raise BadRequest(f"Invalid input for field/attribute {name}. Value: '{raw}'. Value should be integer.")
+        return value
+    # The database compares these columns only with values of their own type (PostgreSQL refuses text).
+    if isinstance(ctype, Float):
+        try:
+            return float(raw)
         except ValueError:
             raise BadRequest(
-                f"Invalid input for field/attribute {name}. Value: '{raw}'. Value should be integer."
+                f"Invalid input for field/attribute {name}. Value: '{raw}'. Value should be float."
             ) from None
+    if isinstance(ctype, DateTime):
+        try:
+            when = dt.datetime.fromisoformat(raw.removesuffix("Z"))
+        except ValueError:
+            raise BadRequest(
+                f"Invalid input for field/attribute {name}. Value: '{raw}'. Value should be a datetime."
+            ) from None
+        return when.astimezone(dt.UTC).replace(tzinfo=None) if when.tzinfo else when  # stored as naive UTC
     return raw
 
 
@@ -206,7 +224,8 @@ def _after(marker: Any, sort_keys: list[tuple[str, str]], columns: dict[str, Any
             # NULLs sort first ascending on SQLite and last on PostgreSQL; treat them as the lowest value.
             step = col.is_not(None) if forward else false()
         else:
-            step = col > value if forward else (col < value) | col.is_(None)
+            bound = literal(value, col.type)  # bound, as SQLAlchemy refuses `col > True` for boolean columns
+            step = col > bound if forward else (col < bound) | col.is_(None)
         clauses.append(and_(*equal_prefix, step))
     return or_(*clauses)
 

@@ -9,6 +9,7 @@ from quadriga import constants as c
 from quadriga.api import policy, schemas, views
 from quadriga.api.auth import RequestContext
 from quadriga.api.common import context, sent, services
+from quadriga.api.errors import BadRequest
 from quadriga.db import models as m
 
 router = APIRouter()
@@ -61,6 +62,8 @@ def update_quota(
 ) -> dict:
     svc = services(request)
     policy.enforce(ctx, policy.WRITE_QUOTA, project_id)
+    if len(project_id) > 255:  # the column's width (PostgreSQL refuses longer values)
+        raise BadRequest(f"Invalid input for field/attribute project_id. Value: '{project_id}'. Too long.")
     with svc.db.write() as session:
         row = session.get(m.Quota, project_id)
         if row is None:
