@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quadriga import constants as c
-from quadriga.api import policy
+from quadriga.api import listing, policy, views
 from quadriga.api.auth import Authenticator, RequestContext
 from quadriga.api.errors import BadRequest, NotFound, PolicyForbidden, QuotaExceeded
 from quadriga.db import models as m
@@ -159,3 +159,25 @@ def project_scope(ctx: RequestContext, request: Request, model: Any) -> list[Any
     if requested and requested != ctx.project_id:
         raise PolicyForbidden()
     return [model.project_id == ctx.project_id]
+
+
+def rendered(session: Session, root: str, render: Callable[[Any, views.TagMap], dict], obj: Any) -> dict[str, Any]:
+    """`{root: object}` as the API shows it, tags included."""
+    return {root: render(obj, views.load_tags(session, [obj.id]))}
+
+
+def show(
+    request: Request, ctx: RequestContext, model: Any, ident: str, label: str, root: str, render: Callable
+) -> dict[str, Any]:
+    """A GET of one object: 404/403 as Octavia answers them, and `fields` honoured."""
+    with services(request).db.read() as session:
+        obj = get_owned(session, model, ident, label, ctx)
+        item = render(obj, views.load_tags(session, [obj.id]))
+        return {root: listing.select_fields(item, listing.requested_fields(request.query_params))}
+
+
+def list_visible(request: Request, ctx: RequestContext, spec: listing.ListSpec, *scope: Any) -> dict[str, Any]:
+    """A list of what the caller may read (its project, or everything for global readers)."""
+    with services(request).db.read() as session:
+        where = [*project_scope(ctx, request, spec.model), *scope]
+        return listing.run(session, spec, request.query_params, base_url(request), where)

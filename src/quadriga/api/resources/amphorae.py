@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from quadriga.api import listing, policy, views
+from quadriga.api import common, listing, policy, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import base_url, context, services
 from quadriga.api.errors import NotFound
 from quadriga.db import models as m
 
@@ -31,7 +30,7 @@ AMPHORA_STATS_ZERO = {
 
 
 def _get(request: Request, amphora_id: str) -> m.Amphora:
-    with services(request).db.read() as session:
+    with common.services(request).db.read() as session:
         amp = session.get(m.Amphora, amphora_id)
         if amp is None:
             raise NotFound("Amphora", amphora_id)
@@ -39,21 +38,21 @@ def _get(request: Request, amphora_id: str) -> m.Amphora:
 
 
 @router.get("/v2/octavia/amphorae")
-def list_amphorae(request: Request, ctx: RequestContext = Depends(context)) -> dict:
+def list_amphorae(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
-    with services(request).db.read() as session:
-        return listing.run(session, SPEC, request.query_params, base_url(request))
+    with common.services(request).db.read() as session:
+        return listing.run(session, SPEC, request.query_params, common.base_url(request))
 
 
 @router.get("/v2/octavia/amphorae/{amphora_id}")
-def get_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+def get_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
     item = views.amphora(_get(request, amphora_id))
     return {"amphora": listing.select_fields(item, listing.requested_fields(request.query_params))}
 
 
 @router.get("/v2/octavia/amphorae/{amphora_id}/stats")
-def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
     amp = _get(request, amphora_id)
     return {"amphora_stats": [{"id": amp.id, "loadbalancer_id": amp.load_balancer_id, **AMPHORA_STATS_ZERO}]}
@@ -61,7 +60,7 @@ def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depen
 
 @router.put("/v2/octavia/amphorae/{amphora_id}/config", status_code=202)
 @router.put("/v2/octavia/amphorae/{amphora_id}/failover", status_code=202)
-def amphora_action(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
+def amphora_action(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
     """Re-push the config / fail over an engine: with no data plane there is nothing to do beyond the
     existence check; the engine provider replaces this with real work."""
     policy.enforce(ctx, policy.ADMIN)
@@ -70,9 +69,9 @@ def amphora_action(amphora_id: str, request: Request, ctx: RequestContext = Depe
 
 
 @router.delete("/v2/octavia/amphorae/{amphora_id}", status_code=204)
-def delete_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
+def delete_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
     policy.enforce(ctx, policy.ADMIN)
-    with services(request).db.write() as session:
+    with common.services(request).db.write() as session:
         amp = session.get(m.Amphora, amphora_id)
         if amp is None:
             raise NotFound("Amphora", amphora_id)

@@ -15,9 +15,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from quadriga.api import listing, policy, schemas, views
+from quadriga.api import common, listing, policy, schemas, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import base_url, context, sent, services
 from quadriga.api.errors import BadRequest, Conflict, NotFound
 from quadriga.db import models as m
 from quadriga.providers.base import UnsupportedOption
@@ -52,7 +51,7 @@ def _check_provider_data(request: Request, provider_name: str, data_attr: str, r
         data = None
     if not isinstance(data, dict):
         raise BadRequest(f"{raw} is not a valid option for {data_attr}")
-    svc = services(request)
+    svc = common.services(request)
     driver = svc.providers.get(provider_name)
     if driver is None:
         raise BadRequest(f"Provider '{provider_name}' is not enabled.")
@@ -93,27 +92,27 @@ def install(cat: Catalog) -> None:
             data_attr, validator = cat.data
             _check_provider_data(request, values["provider_name"], data_attr, values[data_attr], validator)
 
-    def list_items(request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    def list_items(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
         policy.enforce(ctx, cat.read_rule, ctx.project_id)
-        with services(request).db.read() as session:
-            out = listing.run(session, spec, request.query_params, base_url(request))
+        with common.services(request).db.read() as session:
+            out = listing.run(session, spec, request.query_params, common.base_url(request))
         out[cat.links_key] = out.pop(f"{cat.plural}_links")
         return out
 
-    def get_item(ident: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+    def get_item(ident: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
         policy.enforce(ctx, cat.read_rule, ctx.project_id)
-        with services(request).db.read() as session:
+        with common.services(request).db.read() as session:
             obj = session.get(cat.model, ident)
             if obj is None:
                 raise NotFound(cat.label, ident)
             return {cat.root: listing.select_fields(cat.view(obj), listing.requested_fields(request.query_params))}
 
-    def create_item(request: Request, body: dict = Body(...), ctx: RequestContext = Depends(context)) -> dict:
+    def create_item(request: Request, body: dict = Body(...), ctx: RequestContext = Depends(common.context)) -> dict:
         policy.enforce(ctx, policy.ADMIN)
         item = cat.create.model_validate(_root(body, cat.root))
         values = item.model_dump()
         try:
-            with services(request).db.write() as session:
+            with common.services(request).db.write() as session:
                 validate(request, session, values)
                 obj = cat.model(**values)
                 session.add(obj)
@@ -123,13 +122,13 @@ def install(cat: Catalog) -> None:
             raise Conflict(f"A {cat.label.lower()} of {values.get('name')} already exists.") from None
 
     def update_item(
-        ident: str, request: Request, body: dict = Body(...), ctx: RequestContext = Depends(context)
+        ident: str, request: Request, body: dict = Body(...), ctx: RequestContext = Depends(common.context)
     ) -> dict:
         policy.enforce(ctx, policy.ADMIN)
         item = cat.update.model_validate(_root(body, cat.root))
-        changes = {k: v for k, v in sent(item).items() if v is not None or k == "description"}
+        changes = {k: v for k, v in common.sent(item).items() if v is not None or k == "description"}
         try:
-            with services(request).db.write() as session:
+            with common.services(request).db.write() as session:
                 obj = session.get(cat.model, ident)
                 if obj is None:
                     raise NotFound(cat.label, ident)
@@ -144,9 +143,9 @@ def install(cat: Catalog) -> None:
         except IntegrityError:
             raise Conflict(f"A {cat.label.lower()} of {changes.get('name')} already exists.") from None
 
-    def delete_item(ident: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
+    def delete_item(ident: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
         policy.enforce(ctx, policy.ADMIN)
-        with services(request).db.write() as session:
+        with common.services(request).db.write() as session:
             obj = session.get(cat.model, ident)
             if obj is None:
                 raise NotFound(cat.label, ident)

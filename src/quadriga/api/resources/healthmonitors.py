@@ -10,23 +10,8 @@ from sqlalchemy.orm import Session
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import listing, policy, schemas, validation, views
+from quadriga.api import common, listing, policy, schemas, validation, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import (
-    Services,
-    base_url,
-    change,
-    check_quota,
-    context,
-    get_owned,
-    project_for_create,
-    project_scope,
-    provider_of,
-    sent,
-    services,
-    set_tags,
-    snapshot,
-)
 from quadriga.api.errors import Conflict
 from quadriga.db import models as m
 
@@ -72,7 +57,7 @@ def build_health_monitor(session: Session, pool: m.Pool, project_id: str, fields
     )
     session.add(hm)
     session.flush()
-    set_tags(session, hm.id, tags)
+    common.set_tags(session, hm.id, tags)
     # Members of a monitored pool report real health from now on.
     session.execute(
         update(m.Member)
@@ -83,46 +68,39 @@ def build_health_monitor(session: Session, pool: m.Pool, project_id: str, fields
 
 
 def _for_change(session: Session, hm_id: str, ctx: RequestContext) -> tuple[m.LoadBalancer, m.HealthMonitor]:
-    hm = get_owned(session, m.HealthMonitor, hm_id, "Health Monitor", ctx, policy.WRITE)
+    hm = common.get_owned(session, m.HealthMonitor, hm_id, "Health Monitor", ctx, policy.WRITE)
     lb = status.lock_loadbalancer(session, hm.pool.load_balancer_id)
     status.require_active(hm.pool, "pool")
     return lb, hm
 
 
 @router.get("/v2/lbaas/healthmonitors")
-def list_health_monitors(request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        scope = project_scope(ctx, request, m.HealthMonitor)
-        return listing.run(session, SPEC, request.query_params, base_url(request), scope)
+def list_health_monitors(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.list_visible(request, ctx, SPEC)
 
 
 @router.get("/v2/lbaas/healthmonitors/{hm_id}")
-def get_health_monitor(hm_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        hm = get_owned(session, m.HealthMonitor, hm_id, "Health Monitor", ctx)
-        item = views.healthmonitor(hm, views.load_tags(session, [hm.id]))
-        return {"healthmonitor": listing.select_fields(item, listing.requested_fields(request.query_params))}
+def get_health_monitor(hm_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.show(request, ctx, m.HealthMonitor, hm_id, "Health Monitor", "healthmonitor", views.healthmonitor)
 
 
 @router.post("/v2/lbaas/healthmonitors", status_code=201)
 def create_health_monitor(
     request: Request,
     healthmonitor: schemas.HealthMonitorCreate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc: Services = services(request)
-    with change(svc) as session:
-        pool = get_owned(session, m.Pool, healthmonitor.pool_id, "Pool", ctx, policy.WRITE)
-        project_for_create(ctx, healthmonitor)
+    svc: common.Services = common.services(request)
+    with common.change(svc) as session:
+        pool = common.get_owned(session, m.Pool, healthmonitor.pool_id, "Pool", ctx, policy.WRITE)
+        common.project_for_create(ctx, healthmonitor)
         lb = status.lock_loadbalancer(session, pool.load_balancer_id)
         status.require_active(pool, "pool")
-        check_quota(svc, session, pool.project_id, "healthmonitor")
+        common.check_quota(svc, session, pool.project_id, "healthmonitor")
         hm = build_health_monitor(session, pool, pool.project_id, healthmonitor.model_dump())
         status.mark_change(lb, "healthmonitor", hm, "create", [pool, *pool.listeners])
-        provider_of(svc, lb).health_monitor_create(hm)
-        return {"healthmonitor": views.healthmonitor(hm, views.load_tags(session, [hm.id]))}
+        common.provider_of(svc, lb).health_monitor_create(hm)
+        return common.rendered(session, "healthmonitor", views.healthmonitor, hm)
 
 
 @router.put("/v2/lbaas/healthmonitors/{hm_id}")
@@ -130,14 +108,14 @@ def update_health_monitor(
     hm_id: str,
     request: Request,
     healthmonitor: schemas.HealthMonitorUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, hm = _for_change(session, hm_id, ctx)
-        old = snapshot(hm)
-        changes = sent(healthmonitor)
-        set_tags(session, hm.id, changes.pop("tags", None))
+        old = common.snapshot(hm)
+        changes = common.sent(healthmonitor)
+        common.set_tags(session, hm.id, changes.pop("tags", None))
         merged = old | changes
         if hm.type in ("HTTP", "HTTPS"):
             for key, default in HTTP_DEFAULTS.items():
@@ -151,15 +129,15 @@ def update_health_monitor(
                 continue
             setattr(hm, key, value)
         status.mark_change(lb, "healthmonitor", hm, "update", [hm.pool, *hm.pool.listeners])
-        provider_of(svc, lb).health_monitor_update(old, hm)
-        return {"healthmonitor": views.healthmonitor(hm, views.load_tags(session, [hm.id]))}
+        common.provider_of(svc, lb).health_monitor_update(old, hm)
+        return common.rendered(session, "healthmonitor", views.healthmonitor, hm)
 
 
 @router.delete("/v2/lbaas/healthmonitors/{hm_id}", status_code=204)
-def delete_health_monitor(hm_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
-    with change(svc) as session:
+def delete_health_monitor(hm_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, hm = _for_change(session, hm_id, ctx)
         status.mark_change(lb, "healthmonitor", hm, "delete", [hm.pool, *hm.pool.listeners])
-        provider_of(svc, lb).health_monitor_delete(hm)
+        common.provider_of(svc, lb).health_monitor_delete(hm)
     return Response(status_code=204)

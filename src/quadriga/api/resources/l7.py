@@ -9,22 +9,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import listing, policy, schemas, validation, views
+from quadriga.api import common, listing, policy, schemas, validation, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import (
-    base_url,
-    change,
-    check_quota,
-    context,
-    get_owned,
-    project_for_create,
-    project_scope,
-    provider_of,
-    sent,
-    services,
-    set_tags,
-    snapshot,
-)
 from quadriga.api.errors import NotFound, Validation
 from quadriga.db import models as m
 
@@ -96,7 +82,7 @@ def build_rule(session: Session, pol: m.L7Policy, project_id: str, fields: dict[
     )
     session.add(rule)
     session.flush()
-    set_tags(session, rule.id, tags)
+    common.set_tags(session, rule.id, tags)
     return rule
 
 
@@ -123,50 +109,43 @@ def build_policy(session: Session, listener: m.Listener, project_id: str, fields
     session.add(pol)
     session.flush()
     _place(listener, pol, position)
-    set_tags(session, pol.id, tags)
+    common.set_tags(session, pol.id, tags)
     for rule in rules:
         build_rule(session, pol, project_id, rule)
     return pol
 
 
 def _policy_for_change(session: Session, policy_id: str, ctx: RequestContext) -> tuple[m.LoadBalancer, m.L7Policy]:
-    pol = get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx, policy.WRITE)
+    pol = common.get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx, policy.WRITE)
     lb = status.lock_loadbalancer(session, pol.listener.load_balancer_id)
     return lb, pol
 
 
 @router.get("/v2/lbaas/l7policies")
-def list_policies(request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        scope = project_scope(ctx, request, m.L7Policy)
-        return listing.run(session, POLICY_SPEC, request.query_params, base_url(request), scope)
+def list_policies(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.list_visible(request, ctx, POLICY_SPEC)
 
 
 @router.get("/v2/lbaas/l7policies/{policy_id}")
-def get_policy(policy_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        pol = get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx)
-        item = views.l7policy(pol, views.load_tags(session, [pol.id]))
-        return {"l7policy": listing.select_fields(item, listing.requested_fields(request.query_params))}
+def get_policy(policy_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.show(request, ctx, m.L7Policy, policy_id, "L7 Policy", "l7policy", views.l7policy)
 
 
 @router.post("/v2/lbaas/l7policies", status_code=201)
 def create_policy(
-    request: Request, l7policy: schemas.L7PolicyCreate = Body(embed=True), ctx: RequestContext = Depends(context)
+    request: Request, l7policy: schemas.L7PolicyCreate = Body(embed=True), ctx: RequestContext = Depends(common.context)
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
-        listener = get_owned(session, m.Listener, l7policy.listener_id, "Listener", ctx, policy.WRITE)
-        project_for_create(ctx, l7policy)
+    svc = common.services(request)
+    with common.change(svc) as session:
+        listener = common.get_owned(session, m.Listener, l7policy.listener_id, "Listener", ctx, policy.WRITE)
+        common.project_for_create(ctx, l7policy)
         lb = status.lock_loadbalancer(session, listener.load_balancer_id)
-        check_quota(svc, session, lb.project_id, "l7policy")
-        check_quota(svc, session, lb.project_id, "l7rule", len(l7policy.rules or []))
-        pol = build_policy(session, listener, lb.project_id, sent(l7policy))
+        common.check_quota(svc, session, lb.project_id, "l7policy")
+        common.check_quota(svc, session, lb.project_id, "l7rule", len(l7policy.rules or []))
+        pol = build_policy(session, listener, lb.project_id, common.sent(l7policy))
         status.mark_change(lb, "l7policy", pol, "create", [listener])
-        provider_of(svc, lb).l7policy_create(pol)
-        return {"l7policy": views.l7policy(pol, views.load_tags(session, [pol.id]))}
+        common.provider_of(svc, lb).l7policy_create(pol)
+        return common.rendered(session, "l7policy", views.l7policy, pol)
 
 
 @router.put("/v2/lbaas/l7policies/{policy_id}")
@@ -174,14 +153,14 @@ def update_policy(
     policy_id: str,
     request: Request,
     l7policy: schemas.L7PolicyUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pol = _policy_for_change(session, policy_id, ctx)
-        old = snapshot(pol)
-        changes = sent(l7policy)
-        set_tags(session, pol.id, changes.pop("tags", None))
+        old = common.snapshot(pol)
+        changes = common.sent(l7policy)
+        common.set_tags(session, pol.id, changes.pop("tags", None))
         position = changes.pop("position", None)
         if "admin_state_up" in changes and changes["admin_state_up"] is None:
             changes["admin_state_up"] = True
@@ -201,17 +180,17 @@ def update_policy(
         if position is not None:
             _place(pol.listener, pol, position)
         status.mark_change(lb, "l7policy", pol, "update", [pol.listener])
-        provider_of(svc, lb).l7policy_update(old, pol)
-        return {"l7policy": views.l7policy(pol, views.load_tags(session, [pol.id]))}
+        common.provider_of(svc, lb).l7policy_update(old, pol)
+        return common.rendered(session, "l7policy", views.l7policy, pol)
 
 
 @router.delete("/v2/lbaas/l7policies/{policy_id}", status_code=204)
-def delete_policy(policy_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
-    with change(svc) as session:
+def delete_policy(policy_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pol = _policy_for_change(session, policy_id, ctx)
         status.mark_change(lb, "l7policy", pol, "delete", [pol.listener])
-        provider_of(svc, lb).l7policy_delete(pol)
+        common.provider_of(svc, lb).l7policy_delete(pol)
     return Response(status_code=204)
 
 
@@ -219,7 +198,7 @@ def delete_policy(policy_id: str, request: Request, ctx: RequestContext = Depend
 
 
 def _rule_of(session: Session, pol: m.L7Policy, rule_id: str, ctx: RequestContext, rule: str) -> m.L7Rule:
-    row = get_owned(session, m.L7Rule, rule_id, "L7 Rule", ctx, rule)
+    row = common.get_owned(session, m.L7Rule, rule_id, "L7 Rule", ctx, rule)
     if row.l7policy_id != pol.id:
         raise NotFound("L7 Rule", rule_id)
     return row
@@ -230,19 +209,19 @@ def _rule_parents(pol: m.L7Policy) -> list[Any]:
 
 
 @router.get("/v2/lbaas/l7policies/{policy_id}/rules")
-def list_rules(policy_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def list_rules(policy_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx)
+        common.get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx)
         scope = [m.L7Rule.l7policy_id == policy_id]
-        return listing.run(session, RULE_SPEC, request.query_params, base_url(request), scope)
+        return listing.run(session, RULE_SPEC, request.query_params, common.base_url(request), scope)
 
 
 @router.get("/v2/lbaas/l7policies/{policy_id}/rules/{rule_id}")
-def get_rule(policy_id: str, rule_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def get_rule(policy_id: str, rule_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        pol = get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx)
+        pol = common.get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx)
         row = _rule_of(session, pol, rule_id, ctx, policy.READ)
         item = views.l7rule(row, views.load_tags(session, [row.id]))
         return {"rule": listing.select_fields(item, listing.requested_fields(request.query_params))}
@@ -253,20 +232,20 @@ def create_rule(
     policy_id: str,
     request: Request,
     rule: schemas.L7RuleCreate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pol = _policy_for_change(session, policy_id, ctx)
-        project_for_create(ctx, rule)
+        common.project_for_create(ctx, rule)
         status.require_active(pol, "l7policy")
-        check_quota(svc, session, lb.project_id, "l7rule")
+        common.check_quota(svc, session, lb.project_id, "l7rule")
         row = build_rule(
-            session, pol, lb.project_id, sent(rule) | {"type": rule.type, "compare_type": rule.compare_type}
+            session, pol, lb.project_id, common.sent(rule) | {"type": rule.type, "compare_type": rule.compare_type}
         )
         status.mark_change(lb, "l7rule", row, "create", _rule_parents(pol))
-        provider_of(svc, lb).l7rule_create(row)
-        return {"rule": views.l7rule(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).l7rule_create(row)
+        return common.rendered(session, "rule", views.l7rule, row)
 
 
 @router.put("/v2/lbaas/l7policies/{policy_id}/rules/{rule_id}")
@@ -275,35 +254,37 @@ def update_rule(
     rule_id: str,
     request: Request,
     rule: schemas.L7RuleUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pol = _policy_for_change(session, policy_id, ctx)
         status.require_active(pol, "l7policy")
         row = _rule_of(session, pol, rule_id, ctx, policy.WRITE)
-        old = snapshot(row)
-        changes = sent(rule)
+        old = common.snapshot(row)
+        changes = common.sent(rule)
         for key, default in RULE_RESETS.items():  # `null` resets these, as the CLI's `unset` sends
             if key in changes and changes[key] is None:
                 changes[key] = default
         changes = {k: v for k, v in changes.items() if v is not None or k == "key"}
-        set_tags(session, row.id, changes.pop("tags", None))
+        common.set_tags(session, row.id, changes.pop("tags", None))
         validation.l7rule(old | changes)
         for key, value in changes.items():
             setattr(row, key, value)
         status.mark_change(lb, "l7rule", row, "update", _rule_parents(pol))
-        provider_of(svc, lb).l7rule_update(old, row)
-        return {"rule": views.l7rule(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).l7rule_update(old, row)
+        return common.rendered(session, "rule", views.l7rule, row)
 
 
 @router.delete("/v2/lbaas/l7policies/{policy_id}/rules/{rule_id}", status_code=204)
-def delete_rule(policy_id: str, rule_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
-    with change(svc) as session:
+def delete_rule(
+    policy_id: str, rule_id: str, request: Request, ctx: RequestContext = Depends(common.context)
+) -> Response:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pol = _policy_for_change(session, policy_id, ctx)
         status.require_active(pol, "l7policy")
         row = _rule_of(session, pol, rule_id, ctx, policy.WRITE)
         status.mark_change(lb, "l7rule", row, "delete", _rule_parents(pol))
-        provider_of(svc, lb).l7rule_delete(row)
+        common.provider_of(svc, lb).l7rule_delete(row)
     return Response(status_code=204)

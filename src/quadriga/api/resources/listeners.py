@@ -9,22 +9,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import listing, policy, schemas, validation, views
+from quadriga.api import common, listing, policy, schemas, validation, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import (
-    base_url,
-    change,
-    check_quota,
-    context,
-    get_owned,
-    project_for_create,
-    project_scope,
-    provider_of,
-    sent,
-    services,
-    set_tags,
-    snapshot,
-)
 from quadriga.api.errors import Conflict, Validation
 from quadriga.api.resources.l7 import build_policy
 from quadriga.db import models as m
@@ -135,7 +121,7 @@ def build_listener(
     )
     session.add(listener)
     session.flush()
-    set_tags(session, listener.id, tags)
+    common.set_tags(session, listener.id, tags)
     for pol in policies:
         pool_name = (pol.get("redirect_pool") or {}).get("name")
         if pool_name and pool_ids_by_name is not None:
@@ -145,57 +131,50 @@ def build_listener(
 
 
 def _for_change(session: Session, listener_id: str, ctx: RequestContext) -> tuple[m.LoadBalancer, m.Listener]:
-    listener = get_owned(session, m.Listener, listener_id, "Listener", ctx, policy.WRITE)
+    listener = common.get_owned(session, m.Listener, listener_id, "Listener", ctx, policy.WRITE)
     lb = status.lock_loadbalancer(session, listener.load_balancer_id)
     return lb, listener
 
 
 @router.get("/v2/lbaas/listeners")
-def list_listeners(request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        scope = project_scope(ctx, request, m.Listener)
-        return listing.run(session, SPEC, request.query_params, base_url(request), scope)
+def list_listeners(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.list_visible(request, ctx, SPEC)
 
 
 @router.get("/v2/lbaas/listeners/{listener_id}")
-def get_listener(listener_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        listener = get_owned(session, m.Listener, listener_id, "Listener", ctx)
-        item = views.listener(listener, views.load_tags(session, [listener.id]))
-        return {"listener": listing.select_fields(item, listing.requested_fields(request.query_params))}
+def get_listener(listener_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.show(request, ctx, m.Listener, listener_id, "Listener", "listener", views.listener)
 
 
 @router.get("/v2/lbaas/listeners/{listener_id}/stats")
-def listener_stats(listener_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def listener_stats(listener_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        get_owned(session, m.Listener, listener_id, "Listener", ctx)
+        common.get_owned(session, m.Listener, listener_id, "Listener", ctx)
         return {"stats": dict(views.STATS_ZERO)}
 
 
 @router.post("/v2/lbaas/listeners", status_code=201)
 def create_listener(
-    request: Request, listener: schemas.ListenerCreate = Body(embed=True), ctx: RequestContext = Depends(context)
+    request: Request, listener: schemas.ListenerCreate = Body(embed=True), ctx: RequestContext = Depends(common.context)
 ) -> dict:
-    svc = services(request)
+    svc = common.services(request)
     if listener.default_pool is not None:
         raise Validation("default_pool is only accepted in a load balancer graph create; use default_pool_id.")
-    with change(svc) as session:
-        get_owned(session, m.LoadBalancer, listener.loadbalancer_id, "Load Balancer", ctx, policy.WRITE)
-        project_for_create(ctx, listener)
+    with common.change(svc) as session:
+        common.get_owned(session, m.LoadBalancer, listener.loadbalancer_id, "Load Balancer", ctx, policy.WRITE)
+        common.project_for_create(ctx, listener)
         lb = status.lock_loadbalancer(session, listener.loadbalancer_id)
-        check_quota(svc, session, lb.project_id, "listener")
+        common.check_quota(svc, session, lb.project_id, "listener")
         policies = listener.l7policies or []
-        check_quota(svc, session, lb.project_id, "l7policy", len(policies))
-        check_quota(svc, session, lb.project_id, "l7rule", sum(len(p.rules or []) for p in policies))
+        common.check_quota(svc, session, lb.project_id, "l7policy", len(policies))
+        common.check_quota(svc, session, lb.project_id, "l7rule", sum(len(p.rules or []) for p in policies))
         fields = listener.model_dump(exclude_unset=True)
         fields["l7policies"] = [p.model_dump(exclude_unset=True) for p in policies]
         row = build_listener(session, lb, lb.project_id, fields)
         status.mark_change(lb, "listener", row, "create")
-        provider_of(svc, lb).listener_create(row)
-        return {"listener": views.listener(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).listener_create(row)
+        return common.rendered(session, "listener", views.listener, row)
 
 
 @router.put("/v2/lbaas/listeners/{listener_id}")
@@ -203,14 +182,14 @@ def update_listener(
     listener_id: str,
     request: Request,
     listener: schemas.ListenerUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, row = _for_change(session, listener_id, ctx)
-        old = snapshot(row)
-        changes = sent(listener)
-        set_tags(session, row.id, changes.pop("tags", None))
+        old = common.snapshot(row)
+        changes = common.sent(listener)
+        common.set_tags(session, row.id, changes.pop("tags", None))
         for key, value in list(changes.items()):
             if value is None:
                 default = DEFAULTS.get(key)
@@ -224,15 +203,15 @@ def update_listener(
         for key, value in changes.items():
             setattr(row, key, value)
         status.mark_change(lb, "listener", row, "update")
-        provider_of(svc, lb).listener_update(old, row)
-        return {"listener": views.listener(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).listener_update(old, row)
+        return common.rendered(session, "listener", views.listener, row)
 
 
 @router.delete("/v2/lbaas/listeners/{listener_id}", status_code=204)
-def delete_listener(listener_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
-    with change(svc) as session:
+def delete_listener(listener_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, row = _for_change(session, listener_id, ctx)
         status.mark_change(lb, "listener", row, "delete")
-        provider_of(svc, lb).listener_delete(row)
+        common.provider_of(svc, lb).listener_delete(row)
     return Response(status_code=204)

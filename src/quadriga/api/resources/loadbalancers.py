@@ -10,23 +10,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import listing, policy, schemas, views
+from quadriga.api import common, listing, policy, schemas, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import (
-    Services,
-    base_url,
-    change,
-    check_quota,
-    context,
-    get_owned,
-    project_for_create,
-    project_scope,
-    provider_of,
-    sent,
-    services,
-    set_tags,
-    snapshot,
-)
 from quadriga.api.errors import BadRequest, Validation
 from quadriga.api.resources.listeners import build_listener
 from quadriga.api.resources.pools import build_pool
@@ -60,7 +45,9 @@ SPEC = listing.ListSpec(
 VIP_SELECTORS = "vip_port_id, vip_network_id, vip_subnet_id"
 
 
-def _provider_name(svc: Services, session: Session, body: schemas.LoadBalancerCreate) -> tuple[str, dict[str, Any]]:
+def _provider_name(
+    svc: common.Services, session: Session, body: schemas.LoadBalancerCreate
+) -> tuple[str, dict[str, Any]]:
     """The provider that will run this load balancer and its flavor metadata, after Octavia's checks."""
     flavor_data: dict[str, Any] = {}
     flavor_provider = None
@@ -134,36 +121,29 @@ def _count_graph(listeners: list[dict], pools: list[dict]) -> dict[str, int]:
 
 
 @router.get("/v2/lbaas/loadbalancers")
-def list_loadbalancers(request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        scope = [*project_scope(ctx, request, m.LoadBalancer), m.LoadBalancer.provisioning_status != c.DELETED]
-        return listing.run(session, SPEC, request.query_params, base_url(request), scope)
+def list_loadbalancers(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.list_visible(request, ctx, SPEC, m.LoadBalancer.provisioning_status != c.DELETED)
 
 
 @router.get("/v2/lbaas/loadbalancers/{lb_id}")
-def get_loadbalancer(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        lb = get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
-        item = views.loadbalancer(lb, views.load_tags(session, [lb.id]))
-        return {"loadbalancer": listing.select_fields(item, listing.requested_fields(request.query_params))}
+def get_loadbalancer(lb_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.show(request, ctx, m.LoadBalancer, lb_id, "Load Balancer", "loadbalancer", views.loadbalancer)
 
 
 @router.get("/v2/lbaas/loadbalancers/{lb_id}/status")
 @router.get("/v2/lbaas/loadbalancers/{lb_id}/statuses")
-def loadbalancer_status(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def loadbalancer_status(lb_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        lb = get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
+        lb = common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
         return views.status_tree(lb)
 
 
 @router.get("/v2/lbaas/loadbalancers/{lb_id}/stats")
-def loadbalancer_stats(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def loadbalancer_stats(lb_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
+        common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
         return {"stats": dict(views.STATS_ZERO)}
 
 
@@ -171,19 +151,19 @@ def loadbalancer_stats(lb_id: str, request: Request, ctx: RequestContext = Depen
 def create_loadbalancer(
     request: Request,
     loadbalancer: schemas.LoadBalancerCreate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
+    svc = common.services(request)
     body = loadbalancer
     if not (body.vip_port_id or body.vip_network_id or body.vip_subnet_id):
         raise BadRequest(f"Validation failure: VIP must contain one of: {VIP_SELECTORS}.")
-    project = project_for_create(ctx, body)
+    project = common.project_for_create(ctx, body)
     listeners, pools = _graph(body)
-    with change(svc) as session:
+    with common.change(svc) as session:
         provider, _flavor = _provider_name(svc, session, body)
-        check_quota(svc, session, project, "loadbalancer")
+        common.check_quota(svc, session, project, "loadbalancer")
         for kind, count in _count_graph(listeners, pools).items():
-            check_quota(svc, session, project, kind, count)
+            common.check_quota(svc, session, project, kind, count)
         lb = m.LoadBalancer(
             id=m.new_id(),
             project_id=project,
@@ -212,7 +192,7 @@ def create_loadbalancer(
         lb.additional_vips = _additional_vips(session, project, lb, vip, body.additional_vips or [])
         session.add(lb)
         session.flush()
-        set_tags(session, lb.id, body.tags)
+        common.set_tags(session, lb.id, body.tags)
         pool_ids = {p["name"]: build_pool(session, lb, project, p).id for p in pools}
         for li in listeners:
             default_pool = li.get("default_pool")
@@ -221,7 +201,7 @@ def create_loadbalancer(
             build_listener(session, lb, project, li, pool_ids)
         status.mark_change(lb, "loadbalancer", lb, "create")
         lb.revision = 1
-        provider_of(svc, lb).loadbalancer_create(lb)
+        common.provider_of(svc, lb).loadbalancer_create(lb)
         session.flush()
         session.refresh(lb)
         ids = [o.id for o in status.tree(lb)]
@@ -249,47 +229,47 @@ def update_loadbalancer(
     lb_id: str,
     request: Request,
     loadbalancer: schemas.LoadBalancerUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
-        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
+    svc = common.services(request)
+    with common.change(svc) as session:
+        common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
         lb = status.lock_loadbalancer(session, lb_id)
-        old = snapshot(lb)
-        changes = sent(loadbalancer)
-        set_tags(session, lb.id, changes.pop("tags", None))
+        old = common.snapshot(lb)
+        changes = common.sent(loadbalancer)
+        common.set_tags(session, lb.id, changes.pop("tags", None))
         if "admin_state_up" in changes and changes["admin_state_up"] is None:
             changes["admin_state_up"] = True
         for key, value in changes.items():
             setattr(lb, key, value)
         status.mark_change(lb, "loadbalancer", lb, "update")
-        provider_of(svc, lb).loadbalancer_update(old, lb)
-        return {"loadbalancer": views.loadbalancer(lb, views.load_tags(session, [lb.id]))}
+        common.provider_of(svc, lb).loadbalancer_update(old, lb)
+        return common.rendered(session, "loadbalancer", views.loadbalancer, lb)
 
 
 @router.delete("/v2/lbaas/loadbalancers/{lb_id}", status_code=204)
 def delete_loadbalancer(
-    lb_id: str, request: Request, cascade: str = "false", ctx: RequestContext = Depends(context)
+    lb_id: str, request: Request, cascade: str = "false", ctx: RequestContext = Depends(common.context)
 ) -> Response:
-    svc = services(request)
+    svc = common.services(request)
     cascading = cascade.lower() in ("true", "1", "yes", "on")
-    with change(svc) as session:
-        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
+    with common.change(svc) as session:
+        common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
         lb = status.lock_loadbalancer(session, lb_id, deleting=True)
         if (lb.listeners or lb.pools) and not cascading:
             raise Validation(f"Cannot delete Load Balancer {lb_id} - it has children")
         status.mark_change(lb, "loadbalancer", lb, "delete")
-        provider_of(svc, lb).loadbalancer_delete(lb, cascading)
+        common.provider_of(svc, lb).loadbalancer_delete(lb, cascading)
     return Response(status_code=204)
 
 
 @router.put("/v2/lbaas/loadbalancers/{lb_id}/failover", status_code=202)
-def failover_loadbalancer(lb_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
+def failover_loadbalancer(lb_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    svc = common.services(request)
     policy.enforce(ctx, policy.ADMIN)
-    with change(svc) as session:
-        get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.ADMIN)
+    with common.change(svc) as session:
+        common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.ADMIN)
         lb = status.lock_loadbalancer(session, lb_id, deleting=True)
         status.mark_change(lb, "loadbalancer", lb, "update")
-        provider_of(svc, lb).loadbalancer_failover(lb)
+        common.provider_of(svc, lb).loadbalancer_failover(lb)
     return Response(status_code=202)

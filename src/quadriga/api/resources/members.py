@@ -10,21 +10,8 @@ from sqlalchemy.orm import Session
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import listing, policy, schemas, views
+from quadriga.api import common, listing, policy, schemas, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import (
-    base_url,
-    change,
-    check_quota,
-    context,
-    get_owned,
-    project_for_create,
-    provider_of,
-    sent,
-    services,
-    set_tags,
-    snapshot,
-)
 from quadriga.api.errors import Conflict, NotFound
 from quadriga.db import models as m
 
@@ -80,37 +67,37 @@ def build_member(session: Session, pool: m.Pool, project_id: str, fields: dict[s
     )
     session.add(member)
     session.flush()
-    set_tags(session, member.id, tags)
+    common.set_tags(session, member.id, tags)
     return member
 
 
 def _pool_for_change(session: Session, pool_id: str, ctx: RequestContext) -> tuple[m.LoadBalancer, m.Pool]:
-    pool = get_owned(session, m.Pool, pool_id, "Pool", ctx, policy.WRITE)
+    pool = common.get_owned(session, m.Pool, pool_id, "Pool", ctx, policy.WRITE)
     lb = status.lock_loadbalancer(session, pool.load_balancer_id)
     status.require_active(pool, "pool")
     return lb, pool
 
 
 def _member_of(session: Session, pool_id: str, member_id: str, ctx: RequestContext, rule: str) -> m.Member:
-    member = get_owned(session, m.Member, member_id, "Member", ctx, rule)
+    member = common.get_owned(session, m.Member, member_id, "Member", ctx, rule)
     if member.pool_id != pool_id:
         raise NotFound("Member", member_id)
     return member
 
 
 @router.get("/v2/lbaas/pools/{pool_id}/members")
-def list_members(pool_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def list_members(pool_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        get_owned(session, m.Pool, pool_id, "Pool", ctx)
-        return listing.run(session, SPEC, request.query_params, base_url(request), [m.Member.pool_id == pool_id])
+        common.get_owned(session, m.Pool, pool_id, "Pool", ctx)
+        return listing.run(session, SPEC, request.query_params, common.base_url(request), [m.Member.pool_id == pool_id])
 
 
 @router.get("/v2/lbaas/pools/{pool_id}/members/{member_id}")
-def get_member(pool_id: str, member_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def get_member(pool_id: str, member_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     with svc.db.read() as session:
-        get_owned(session, m.Pool, pool_id, "Pool", ctx)
+        common.get_owned(session, m.Pool, pool_id, "Pool", ctx)
         member = _member_of(session, pool_id, member_id, ctx, policy.READ)
         item = views.member(member, views.load_tags(session, [member.id]))
         return {"member": listing.select_fields(item, listing.requested_fields(request.query_params))}
@@ -121,19 +108,19 @@ def create_member(
     pool_id: str,
     request: Request,
     member: schemas.MemberCreate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pool = _pool_for_change(session, pool_id, ctx)
-        project = project_for_create(ctx, member)
+        project = common.project_for_create(ctx, member)
         if project != pool.project_id:
             policy.enforce(ctx, policy.ADMIN)
-        check_quota(svc, session, pool.project_id, "member")
-        row = build_member(session, pool, pool.project_id, sent(member) | {"address": member.address})
+        common.check_quota(svc, session, pool.project_id, "member")
+        row = build_member(session, pool, pool.project_id, common.sent(member) | {"address": member.address})
         status.mark_change(lb, "member", row, "create", [pool, *pool.listeners])
-        provider_of(svc, lb).member_create(row)
-        return {"member": views.member(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).member_create(row)
+        return common.rendered(session, "member", views.member, row)
 
 
 @router.put("/v2/lbaas/pools/{pool_id}/members/{member_id}")
@@ -142,32 +129,34 @@ def update_member(
     member_id: str,
     request: Request,
     member: schemas.MemberUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pool = _pool_for_change(session, pool_id, ctx)
         row = _member_of(session, pool_id, member_id, ctx, policy.WRITE)
-        old = snapshot(row)
-        changes = sent(member)
-        set_tags(session, row.id, changes.pop("tags", None))
+        old = common.snapshot(row)
+        changes = common.sent(member)
+        common.set_tags(session, row.id, changes.pop("tags", None))
         for key, value in changes.items():
             if value is None and key in ("weight", "backup", "admin_state_up"):
                 value = {"weight": 1, "backup": False, "admin_state_up": True}[key]
             setattr(row, key, value)
         status.mark_change(lb, "member", row, "update", [pool, *pool.listeners])
-        provider_of(svc, lb).member_update(old, row)
-        return {"member": views.member(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).member_update(old, row)
+        return common.rendered(session, "member", views.member, row)
 
 
 @router.delete("/v2/lbaas/pools/{pool_id}/members/{member_id}", status_code=204)
-def delete_member(pool_id: str, member_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
-    with change(svc) as session:
+def delete_member(
+    pool_id: str, member_id: str, request: Request, ctx: RequestContext = Depends(common.context)
+) -> Response:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pool = _pool_for_change(session, pool_id, ctx)
         row = _member_of(session, pool_id, member_id, ctx, policy.WRITE)
         status.mark_change(lb, "member", row, "delete", [pool, *pool.listeners])
-        provider_of(svc, lb).member_delete(row)
+        common.provider_of(svc, lb).member_delete(row)
     return Response(status_code=204)
 
 
@@ -177,12 +166,12 @@ def batch_update_members(
     request: Request,
     members: list[schemas.MemberCreate] = Body(embed=True),
     additive_only: bool = False,
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> Response:
     """Replace the pool's member set: members matched by (address, protocol_port) are updated, new ones
-    created, missing ones deleted (unless `additive_only`). One change of the load balancer."""
-    svc = services(request)
-    with change(svc) as session:
+    created, missing ones deleted (unless `additive_only`). One common.change of the load balancer."""
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, pool = _pool_for_change(session, pool_id, ctx)
         existing = {(mb.address, mb.protocol_port): mb for mb in pool.members}
         wanted = {}
@@ -192,13 +181,13 @@ def batch_update_members(
                 raise Conflict(f"Another member on this pool is already using ip {key[0]} on protocol_port {key[1]}")
             wanted[key] = item
         new = [k for k in wanted if k not in existing]
-        check_quota(svc, session, pool.project_id, "member", len(new))
+        common.check_quota(svc, session, pool.project_id, "member", len(new))
         touched = []
         for key, item in wanted.items():
-            fields = sent(item) | {"address": item.address}
+            fields = common.sent(item) | {"address": item.address}
             if key in existing:
                 row = existing[key]
-                set_tags(session, row.id, fields.pop("tags", None))
+                common.set_tags(session, row.id, fields.pop("tags", None))
                 for attr in ("name", "admin_state_up", "weight", "backup", "monitor_address", "monitor_port"):
                     if attr in fields:
                         setattr(row, attr, fields[attr])
@@ -212,5 +201,5 @@ def batch_update_members(
                     row.provisioning_status = c.PENDING_DELETE
                     touched.append(row)
         status.mark_change(lb, "pool", pool, "update", [*pool.listeners])
-        provider_of(svc, lb).member_batch_update(pool, touched)
+        common.provider_of(svc, lb).member_batch_update(pool, touched)
     return Response(status_code=202)

@@ -10,22 +10,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import listing, policy, schemas, validation, views
+from quadriga.api import common, listing, policy, schemas, validation, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import (
-    base_url,
-    change,
-    check_quota,
-    context,
-    get_owned,
-    project_for_create,
-    project_scope,
-    provider_of,
-    sent,
-    services,
-    set_tags,
-    snapshot,
-)
 from quadriga.api.errors import Conflict, Validation
 from quadriga.api.resources.healthmonitors import build_health_monitor
 from quadriga.api.resources.members import build_member
@@ -72,7 +58,7 @@ def build_pool(session: Session, lb: m.LoadBalancer, project_id: str, fields: di
     )
     session.add(pool)
     session.flush()
-    set_tags(session, pool.id, tags)
+    common.set_tags(session, pool.id, tags)
     if hm:
         build_health_monitor(session, pool, project_id, hm)
     for member in members:
@@ -81,77 +67,73 @@ def build_pool(session: Session, lb: m.LoadBalancer, project_id: str, fields: di
 
 
 def _for_change(session: Session, pool_id: str, ctx: RequestContext) -> tuple[m.LoadBalancer, m.Pool]:
-    pool = get_owned(session, m.Pool, pool_id, "Pool", ctx, policy.WRITE)
+    pool = common.get_owned(session, m.Pool, pool_id, "Pool", ctx, policy.WRITE)
     lb = status.lock_loadbalancer(session, pool.load_balancer_id)
     return lb, pool
 
 
 @router.get("/v2/lbaas/pools")
-def list_pools(request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        scope = project_scope(ctx, request, m.Pool)
-        return listing.run(session, SPEC, request.query_params, base_url(request), scope)
+def list_pools(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.list_visible(request, ctx, SPEC)
 
 
 @router.get("/v2/lbaas/pools/{pool_id}")
-def get_pool(pool_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
-    with svc.db.read() as session:
-        pool = get_owned(session, m.Pool, pool_id, "Pool", ctx)
-        item = views.pool(pool, views.load_tags(session, [pool.id]))
-        return {"pool": listing.select_fields(item, listing.requested_fields(request.query_params))}
+def get_pool(pool_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    return common.show(request, ctx, m.Pool, pool_id, "Pool", "pool", views.pool)
 
 
 @router.post("/v2/lbaas/pools", status_code=201)
 def create_pool(
-    request: Request, pool: schemas.PoolCreate = Body(embed=True), ctx: RequestContext = Depends(context)
+    request: Request, pool: schemas.PoolCreate = Body(embed=True), ctx: RequestContext = Depends(common.context)
 ) -> dict:
-    svc = services(request)
+    svc = common.services(request)
     if not (pool.listener_id or pool.loadbalancer_id):
         raise Validation("Must provide at least one of: loadbalancer_id, listener_id")
-    with change(svc) as session:
+    with common.change(svc) as session:
         listener = None
         if pool.listener_id:
-            listener = get_owned(session, m.Listener, pool.listener_id, "Listener", ctx, policy.WRITE)
+            listener = common.get_owned(session, m.Listener, pool.listener_id, "Listener", ctx, policy.WRITE)
             lb_id = listener.load_balancer_id
             if pool.loadbalancer_id and pool.loadbalancer_id != lb_id:
                 raise Validation(f"Listener {listener.id} is not on Load Balancer {pool.loadbalancer_id}.")
         else:
             lb_id = pool.loadbalancer_id
-            get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
-        project_for_create(ctx, pool)
+            common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx, policy.WRITE)
+        common.project_for_create(ctx, pool)
         lb = status.lock_loadbalancer(session, lb_id)
         if listener is not None:
             if listener.default_pool_id:
                 raise Conflict("This listener already has a default pool")
             validation.listener_pool_compatible(listener.protocol, pool.protocol)
-        check_quota(svc, session, lb.project_id, "pool")
+        common.check_quota(svc, session, lb.project_id, "pool")
         if pool.healthmonitor:
-            check_quota(svc, session, lb.project_id, "healthmonitor")
-        check_quota(svc, session, lb.project_id, "member", len(pool.members or []))
+            common.check_quota(svc, session, lb.project_id, "healthmonitor")
+        common.check_quota(svc, session, lb.project_id, "member", len(pool.members or []))
         row = build_pool(session, lb, lb.project_id, pool.model_dump(exclude_unset=True) | {"protocol": pool.protocol})
         parents = []
         if listener is not None:
             listener.default_pool_id = row.id
             parents.append(listener)
         status.mark_change(lb, "pool", row, "create", parents)
-        provider_of(svc, lb).pool_create(row)
+        common.provider_of(svc, lb).pool_create(row)
         session.flush()
         session.refresh(row)
-        return {"pool": views.pool(row, views.load_tags(session, [row.id]))}
+        return common.rendered(session, "pool", views.pool, row)
 
 
 @router.put("/v2/lbaas/pools/{pool_id}")
 def update_pool(
-    pool_id: str, request: Request, pool: schemas.PoolUpdate = Body(embed=True), ctx: RequestContext = Depends(context)
+    pool_id: str,
+    request: Request,
+    pool: schemas.PoolUpdate = Body(embed=True),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
-    with change(svc) as session:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, row = _for_change(session, pool_id, ctx)
-        old = snapshot(row)
-        changes = sent(pool)
-        set_tags(session, row.id, changes.pop("tags", None))
+        old = common.snapshot(row)
+        changes = common.sent(pool)
+        common.set_tags(session, row.id, changes.pop("tags", None))
         if "tls_enabled" in changes and changes["tls_enabled"] is None:
             changes["tls_enabled"] = False
         if "admin_state_up" in changes and changes["admin_state_up"] is None:
@@ -162,18 +144,18 @@ def update_pool(
         for key, value in changes.items():
             setattr(row, key, value)
         status.mark_change(lb, "pool", row, "update", row.listeners)
-        provider_of(svc, lb).pool_update(old, row)
-        return {"pool": views.pool(row, views.load_tags(session, [row.id]))}
+        common.provider_of(svc, lb).pool_update(old, row)
+        return common.rendered(session, "pool", views.pool, row)
 
 
 @router.delete("/v2/lbaas/pools/{pool_id}", status_code=204)
-def delete_pool(pool_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
-    with change(svc) as session:
+def delete_pool(pool_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    svc = common.services(request)
+    with common.change(svc) as session:
         lb, row = _for_change(session, pool_id, ctx)
         policy_id = session.scalars(select(m.L7Policy.id).where(m.L7Policy.redirect_pool_id == row.id)).first()
         if policy_id:
             raise Conflict(f"Pool {row.id} is in use by L7 policy {policy_id}")
         status.mark_change(lb, "pool", row, "delete", row.listeners)
-        provider_of(svc, lb).pool_delete(row)
+        common.provider_of(svc, lb).pool_delete(row)
     return Response(status_code=204)

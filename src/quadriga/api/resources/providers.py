@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from quadriga.api import listing, policy
+from quadriga.api import common, listing, policy
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import context, services
 from quadriga.api.errors import BadRequest
 from quadriga.providers.base import ProviderDriver
 
@@ -14,7 +13,7 @@ router = APIRouter()
 
 
 def _driver(request: Request, name: str) -> ProviderDriver:
-    driver = services(request).providers.get(name)
+    driver = common.services(request).providers.get(name)
     if driver is None:
         raise BadRequest(f"Provider '{name}' is not enabled.")
     return driver
@@ -32,21 +31,21 @@ def _capabilities(request: Request, items: dict[str, str]) -> list[dict[str, str
 
 
 @router.get("/v2/lbaas/providers")
-def list_providers(request: Request, ctx: RequestContext = Depends(context)) -> dict:
+def list_providers(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.READ, ctx.project_id)
-    drivers = services(request).providers
+    drivers = common.services(request).providers
     return {"providers": _capabilities(request, {name: d.description for name, d in drivers.items()})}
 
 
 @router.get("/v2/lbaas/providers/{name}/flavor_capabilities")
-def flavor_capabilities(name: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+def flavor_capabilities(name: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
     metadata = _filtered(request, _driver(request, name).get_supported_flavor_metadata())
     return {"flavor_capabilities": _capabilities(request, metadata)}
 
 
 @router.get("/v2/lbaas/providers/{name}/availability_zone_capabilities")
-def availability_zone_capabilities(name: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
+def availability_zone_capabilities(name: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
     metadata = _filtered(request, _driver(request, name).get_supported_availability_zone_metadata())
     return {"availability_zone_capabilities": _capabilities(request, metadata)}

@@ -6,9 +6,8 @@ from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy import or_, select
 
 from quadriga import constants as c
-from quadriga.api import policy, schemas, views
+from quadriga.api import common, policy, schemas, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.common import context, sent, services
 from quadriga.api.errors import BadRequest
 from quadriga.db import models as m
 
@@ -22,8 +21,8 @@ COLUMNS = {api: column for api, (column, _label) in c.QUOTA_RESOURCES.items()} |
 
 
 @router.get("/v2/lbaas/quotas")
-def list_quotas(request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def list_quotas(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     custom = or_(*(getattr(m.Quota, col).is_not(None) for col in set(COLUMNS.values())))
     stmt = select(m.Quota).where(custom).order_by(m.Quota.project_id)
     if not policy.allowed(ctx, policy.READ_QUOTA_GLOBAL):
@@ -39,16 +38,16 @@ def list_quotas(request: Request, ctx: RequestContext = Depends(context)) -> dic
 
 
 @router.get("/v2/lbaas/quotas/{project_id}")
-def get_quota(project_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def get_quota(project_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     policy.enforce(ctx, policy.READ_QUOTA, project_id)
     with svc.db.read() as session:
         return {"quota": views.quota(session.get(m.Quota, project_id), project_id, svc.quota_defaults)}
 
 
 @router.get("/v2/lbaas/quotas/{project_id}/default")
-def get_default_quota(project_id: str, request: Request, ctx: RequestContext = Depends(context)) -> dict:
-    svc = services(request)
+def get_default_quota(project_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
+    svc = common.services(request)
     policy.enforce(ctx, policy.READ_QUOTA, project_id)
     return {"quota": views.quota(None, project_id, svc.quota_defaults)}
 
@@ -58,9 +57,9 @@ def update_quota(
     project_id: str,
     request: Request,
     quota: schemas.QuotaUpdate = Body(embed=True),
-    ctx: RequestContext = Depends(context),
+    ctx: RequestContext = Depends(common.context),
 ) -> dict:
-    svc = services(request)
+    svc = common.services(request)
     policy.enforce(ctx, policy.WRITE_QUOTA, project_id)
     if len(project_id) > 255:  # the column's width (PostgreSQL refuses longer values)
         raise BadRequest(f"Invalid input for field/attribute project_id. Value: '{project_id}'. Too long.")
@@ -69,15 +68,15 @@ def update_quota(
         if row is None:
             row = m.Quota(project_id=project_id)
             session.add(row)
-        for key, value in sent(quota).items():
+        for key, value in common.sent(quota).items():
             setattr(row, COLUMNS[key], value)
         session.flush()
         return {"quota": views.quota(row, project_id, svc.quota_defaults)}
 
 
 @router.delete("/v2/lbaas/quotas/{project_id}", status_code=202)
-def reset_quota(project_id: str, request: Request, ctx: RequestContext = Depends(context)) -> Response:
-    svc = services(request)
+def reset_quota(project_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    svc = common.services(request)
     policy.enforce(ctx, policy.WRITE_QUOTA, project_id)
     with svc.db.write() as session:
         row = session.get(m.Quota, project_id)
