@@ -1,0 +1,57 @@
+"""Settings: file then flags, and clear refusals for bad config."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from quadriga import config
+
+
+def test_flags_override_the_file(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text('[api]\nport = 7000\nauth_strategy = "header"\n[quotas]\nloadbalancer = 5\n')
+    settings = config.load(path, {"port": 7100, "state_dir": tmp_path})
+    assert settings.port == 7100 and settings.auth_strategy == "header"
+    assert settings.quota_defaults["loadbalancer"] == 5 and settings.quota_defaults["listener"] == -1
+    assert settings.db_url == f"sqlite:///{tmp_path / 'quadriga.sqlite'}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[api]\nbogus = 1\n", "unknown setting [api] bogus"),
+        ("[quotas]\nwidgets = 1\n", "unknown quota(s) ['widgets']"),
+        ("[api\n", "cannot read config file"),
+        ('[api]\nauth_strategy = "keystone-ish"\n', "auth_strategy must be noauth or header"),
+    ],
+)
+def test_bad_config_is_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "q.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load(path, {})
+
+
+def test_serve_refuses_a_bad_config_file_and_exits_2(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text("[nonsense]\nx = 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "quadriga", "serve", "--config", str(path), "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown setting [nonsense] x" in proc.stderr
+
+
+def test_clouds_yaml_points_both_overrides_at_this_server(tmp_path):
+    settings = config.load(None, {"port": 7001, "network_port": 7002, "state_dir": tmp_path})
+    text = config.clouds_yaml(settings)
+    assert "load_balancer_endpoint_override: http://127.0.0.1:7001" in text
+    assert "network_endpoint_override: http://127.0.0.1:7002/" in text
+    assert "auth_type: none" in text
