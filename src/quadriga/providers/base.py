@@ -7,10 +7,9 @@ desired tree of one load balancer; that is where a provider does its real work, 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from quadriga.api.errors import ApiError, BadRequest, Conflict
+from quadriga.api.errors import ApiError, Conflict
 from quadriga.db import models as m
 
 
@@ -63,35 +62,22 @@ class ProviderDriver:
         return {}
 
     def validate_flavor(self, flavor_data: dict[str, Any]) -> None:
-        _only_known_keys(flavor_data, self.get_supported_flavor_metadata(), "flavor")
+        self._only_known_keys(flavor_data, self.get_supported_flavor_metadata(), "flavor")
 
     def validate_availability_zone(self, az_data: dict[str, Any]) -> None:
-        _only_known_keys(az_data, self.get_supported_availability_zone_metadata(), "availability zone")
+        self._only_known_keys(az_data, self.get_supported_availability_zone_metadata(), "availability zone")
+
+    def _only_known_keys(self, data: dict[str, Any], supported: dict[str, str], what: str) -> None:
+        """Octavia's ProviderUnsupportedOptionError (501) for metadata keys the provider does not know."""
+        unknown = sorted(set(data) - set(supported))
+        if unknown:
+            raise UnsupportedOption(
+                f"Provider '{self.name}' does not support a requested option: {what} metadata key(s) "
+                f"{', '.join(unknown)}; supported: {', '.join(sorted(supported)) or 'none'}"
+            )
 
     # --- the controller's side ---------------------------------------------------------------------
     def apply(self, lb: m.LoadBalancer) -> None:
         """Make the data plane run `lb`'s desired tree (or remove it when it is PENDING_DELETE).
         Raise ApplyError when that cannot be done."""
         raise NotImplementedError
-
-
-def _only_known_keys(data: dict[str, Any], supported: dict[str, str], what: str) -> None:
-    unknown = sorted(set(data) - set(supported))
-    if unknown:
-        raise UnsupportedOption(
-            f"Provider does not support the requested option: {what} metadata key(s) {', '.join(unknown)}; "
-            f"supported: {', '.join(sorted(supported)) or 'none'}"
-        )
-
-
-def parse_profile_data(raw: str, field: str) -> dict[str, Any]:
-    """Flavor and availability-zone profiles carry their metadata as a JSON object in a string."""
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BadRequest(
-            f"Invalid input for field/attribute {field}. Value: '{raw}'. Value should be a JSON object."
-        ) from None
-    if not isinstance(data, dict):
-        raise BadRequest(f"Invalid input for field/attribute {field}. Value: '{raw}'. Value should be a JSON object.")
-    return data

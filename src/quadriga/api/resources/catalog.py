@@ -19,7 +19,6 @@ from quadriga.api import common, listing, policy, schemas, views
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import BadRequest, Conflict, NotFound
 from quadriga.db import models as m
-from quadriga.providers.base import UnsupportedOption
 
 router = APIRouter()
 
@@ -55,11 +54,7 @@ def _check_provider_data(request: Request, provider_name: str, data_attr: str, r
     driver = svc.providers.get(provider_name)
     if driver is None:
         raise BadRequest(f"Provider '{provider_name}' is not enabled.")
-    try:
-        getattr(driver, validator)(data)
-    except UnsupportedOption as e:
-        detail = e.message.removeprefix("Provider does not support the requested option: ")
-        raise UnsupportedOption(f"Provider '{provider_name}' does not support a requested option: {detail}") from None
+    getattr(driver, validator)(data)
 
 
 def _in_use(session: Any, cat: Catalog, obj: Any) -> bool:

@@ -17,7 +17,6 @@ from quadriga.api.resources.listeners import build_listener
 from quadriga.api.resources.pools import build_pool
 from quadriga.db import models as m
 from quadriga.network import embedded
-from quadriga.providers.base import parse_profile_data
 
 router = APIRouter()
 
@@ -45,11 +44,8 @@ SPEC = listing.ListSpec(
 VIP_SELECTORS = "vip_port_id, vip_network_id, vip_subnet_id"
 
 
-def _provider_name(
-    svc: common.Services, session: Session, body: schemas.LoadBalancerCreate
-) -> tuple[str, dict[str, Any]]:
-    """The provider that will run this load balancer and its flavor metadata, after Octavia's checks."""
-    flavor_data: dict[str, Any] = {}
+def _provider_name(svc: common.Services, session: Session, body: schemas.LoadBalancerCreate) -> str:
+    """The provider that will run this load balancer, after Octavia's flavor and zone checks."""
     flavor_provider = None
     if body.flavor_id:
         flavor = session.get(m.Flavor, body.flavor_id)
@@ -58,7 +54,6 @@ def _provider_name(
         if not flavor.enabled:
             raise BadRequest(f"The selected flavor is not allowed in this deployment: {body.flavor_id}")
         flavor_provider = flavor.flavor_profile.provider_name
-        flavor_data = parse_profile_data(flavor.flavor_profile.flavor_data, "flavor_data")
     provider = body.provider or flavor_provider or svc.default_provider
     if provider not in svc.providers:
         raise BadRequest(f"Provider '{provider}' is not enabled.")
@@ -72,7 +67,7 @@ def _provider_name(
             raise BadRequest(f"The selected availability_zone is not allowed in this deployment: {az.name}")
         if az.availability_zone_profile.provider_name != provider:
             raise BadRequest(f"Availability zone '{az.name}' is not compatible with provider '{provider}'")
-    return provider, flavor_data
+    return provider
 
 
 def _graph(body: schemas.LoadBalancerCreate) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -160,7 +155,7 @@ def create_loadbalancer(
     project = common.project_for_create(ctx, body)
     listeners, pools = _graph(body)
     with common.change(svc) as session:
-        provider, _flavor = _provider_name(svc, session, body)
+        provider = _provider_name(svc, session, body)
         common.check_quota(svc, session, project, "loadbalancer")
         for kind, count in _count_graph(listeners, pools).items():
             common.check_quota(svc, session, project, kind, count)
