@@ -57,7 +57,7 @@ def build_health_monitor(session: Session, pool: m.Pool, project_id: str, fields
     )
     session.add(hm)
     session.flush()
-    common.set_tags(session, hm.id, tags)
+    common.add_tags(session, hm.id, tags)
     # Members of a monitored pool report real health from now on.
     session.execute(
         update(m.Member)

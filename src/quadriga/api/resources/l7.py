@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
@@ -82,7 +83,7 @@ def build_rule(session: Session, pol: m.L7Policy, project_id: str, fields: dict[
     )
     session.add(rule)
     session.flush()
-    common.set_tags(session, rule.id, tags)
+    common.add_tags(session, rule.id, tags)
     return rule
 
 
@@ -109,7 +110,7 @@ def build_policy(session: Session, listener: m.Listener, project_id: str, fields
     session.add(pol)
     session.flush()
     _place(listener, pol, position)
-    common.set_tags(session, pol.id, tags)
+    common.add_tags(session, pol.id, tags)
     for rule in rules:
         build_rule(session, pol, project_id, rule)
     return pol
@@ -214,7 +215,7 @@ def list_rules(policy_id: str, request: Request, ctx: RequestContext = Depends(c
     with svc.db.read() as session:
         common.get_owned(session, m.L7Policy, policy_id, "L7 Policy", ctx)
         scope = [m.L7Rule.l7policy_id == policy_id]
-        return listing.run(session, RULE_SPEC, request.query_params, common.base_url(request), scope)
+        return JSONResponse(listing.run(session, RULE_SPEC, request.query_params, common.base_url(request), scope))
 
 
 @router.get("/v2/lbaas/l7policies/{policy_id}/rules/{rule_id}")

@@ -121,7 +121,7 @@ def build_listener(
     )
     session.add(listener)
     session.flush()
-    common.set_tags(session, listener.id, tags)
+    common.add_tags(session, listener.id, tags)
     for pol in policies:
         pool_name = (pol.get("redirect_pool") or {}).get("name")
         if pool_name and pool_ids_by_name is not None:

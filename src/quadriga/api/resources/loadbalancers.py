@@ -187,7 +187,7 @@ def create_loadbalancer(
         lb.additional_vips = _additional_vips(session, project, lb, vip, body.additional_vips or [])
         session.add(lb)
         session.flush()
-        common.set_tags(session, lb.id, body.tags)
+        common.add_tags(session, lb.id, body.tags)
         pool_ids = {p["name"]: build_pool(session, lb, project, p).id for p in pools}
         for li in listeners:
             default_pool = li.get("default_pool")

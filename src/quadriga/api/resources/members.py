@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
-from sqlalchemy import select
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from quadriga import constants as c
@@ -42,16 +42,7 @@ def initial_operating_status(pool: m.Pool) -> str:
 
 def build_member(session: Session, pool: m.Pool, project_id: str, fields: dict[str, Any]) -> m.Member:
     """Create a member row (status PENDING_CREATE) after checking its endpoint is unique in the pool."""
-    clash = session.scalars(
-        select(m.Member.id).where(
-            m.Member.pool_id == pool.id,
-            m.Member.address == fields["address"],
-            m.Member.protocol_port == fields["protocol_port"],
-        )
-    ).first()
-    if clash or any(
-        mb.address == fields["address"] and mb.protocol_port == fields["protocol_port"] for mb in pool.members
-    ):
+    if any(mb.address == fields["address"] and mb.protocol_port == fields["protocol_port"] for mb in pool.members):
         address, port = fields["address"], fields["protocol_port"]
         raise Conflict(f"Another member on this pool is already using ip {address} on protocol_port {port}")
     tags = fields.pop("tags", [])
@@ -67,7 +58,7 @@ def build_member(session: Session, pool: m.Pool, project_id: str, fields: dict[s
     )
     session.add(member)
     session.flush()
-    common.set_tags(session, member.id, tags)
+    common.add_tags(session, member.id, tags)
     return member
 
 
@@ -90,7 +81,8 @@ def list_members(pool_id: str, request: Request, ctx: RequestContext = Depends(c
     svc = common.services(request)
     with svc.db.read() as session:
         common.get_owned(session, m.Pool, pool_id, "Pool", ctx)
-        return listing.run(session, SPEC, request.query_params, common.base_url(request), [m.Member.pool_id == pool_id])
+        where = [m.Member.pool_id == pool_id]
+        return JSONResponse(listing.run(session, SPEC, request.query_params, common.base_url(request), where))
 
 
 @router.get("/v2/lbaas/pools/{pool_id}/members/{member_id}")

@@ -58,7 +58,7 @@ def build_pool(session: Session, lb: m.LoadBalancer, project_id: str, fields: di
     )
     session.add(pool)
     session.flush()
-    common.set_tags(session, pool.id, tags)
+    common.add_tags(session, pool.id, tags)
     if hm:
         build_health_monitor(session, pool, project_id, hm)
     for member in members:
