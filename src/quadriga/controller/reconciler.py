@@ -13,9 +13,10 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from quadriga import status
 from quadriga.db import models as m
@@ -34,6 +35,7 @@ class Reconciler:
         lease_seconds: float = 30.0,
         max_attempts: int = 5,
         poll_interval: float = 1.0,
+        batch_size: int = 50,
     ) -> None:
         self.db = db
         self.providers = providers
@@ -41,6 +43,7 @@ class Reconciler:
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
+        self.batch_size = batch_size
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,82 +74,102 @@ class Reconciler:
 
     # --- one pass ----------------------------------------------------------------------------------
     def run_once(self) -> int:
-        """Reconcile every load balancer that needs it; returns how many were settled."""
-        now = m.utcnow()
-        with self.db.read() as session:
-            ids = list(
-                session.scalars(
-                    select(m.LoadBalancer.id).where(
-                        m.LoadBalancer.revision != m.LoadBalancer.applied_revision,
-                        or_(m.LoadBalancer.lease_expires_at.is_(None), m.LoadBalancer.lease_expires_at < now),
-                    )
-                )
-            )
-        return sum(self.reconcile(lb_id) for lb_id in ids)
+        """Reconcile every load balancer that needs it, in batches: one transaction takes the leases of
+        a batch, the provider applies each, one transaction settles them all. Returns how many settled."""
+        settled = 0
+        while ids := self._take_leases():
+            outcomes = [self._apply(lb_id) for lb_id in ids]
+            settled += self._settle(outcomes)
+            if len(ids) < self.batch_size:
+                break
+        return settled
 
-    def _take_lease(self, lb_id: str) -> bool:
+    def _take_leases(self) -> list[str]:
         now = m.utcnow()
+        due = [
+            m.LoadBalancer.revision != m.LoadBalancer.applied_revision,
+            or_(m.LoadBalancer.lease_expires_at.is_(None), m.LoadBalancer.lease_expires_at < now),
+        ]
         with self.db.write() as session:
-            result = session.execute(
-                update(m.LoadBalancer)
-                .where(
-                    m.LoadBalancer.id == lb_id,
-                    m.LoadBalancer.revision != m.LoadBalancer.applied_revision,
-                    or_(m.LoadBalancer.lease_expires_at.is_(None), m.LoadBalancer.lease_expires_at < now),
+            ids = list(session.scalars(select(m.LoadBalancer.id).where(*due).limit(self.batch_size).with_for_update()))
+            if ids:
+                session.execute(
+                    update(m.LoadBalancer)
+                    .where(m.LoadBalancer.id.in_(ids), *due)
+                    .values(lease_owner=self.owner, lease_expires_at=now + dt.timedelta(seconds=self.lease_seconds))
                 )
-                .values(lease_owner=self.owner, lease_expires_at=now + dt.timedelta(seconds=self.lease_seconds))
-            )
-            return result.rowcount == 1
+        return ids
 
-    def reconcile(self, lb_id: str) -> bool:
-        if not self._take_lease(lb_id):
-            return False
+    def _apply(self, lb_id: str) -> Outcome:
+        """Hand one load balancer's desired tree to its provider; never raises."""
         started = time.monotonic()
-        error: str | None = None
         with self.db.read() as session:
             lb = session.scalars(
                 select(m.LoadBalancer)
                 .where(m.LoadBalancer.id == lb_id)
                 .options(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools))
             ).one()
-            revision = lb.revision
             provider = self.providers.get(lb.provider)
             try:
                 if provider is None:
                     raise ApplyError(f"provider {lb.provider!r} is not enabled on this controller")
                 provider.apply(lb)
+                error = None
             except ApplyError as exc:
                 error = str(exc)
             except Exception as exc:  # a provider bug must not wedge the load balancer
                 log.exception("provider %s failed on load balancer %s", lb.provider, lb_id)
                 error = f"internal error in provider {lb.provider}: {exc}"
-        return self._settle(lb_id, revision, error, time.monotonic() - started)
+            return Outcome(lb_id, lb.revision, error, time.monotonic() - started)
 
-    def _settle(self, lb_id: str, revision: int, error: str | None, elapsed: float) -> bool:
+    def _settle(self, outcomes: list[Outcome]) -> int:
+        settled = 0
         with self.db.write() as session:
-            lb = session.scalars(select(m.LoadBalancer).where(m.LoadBalancer.id == lb_id).with_for_update()).one()
-            lb.lease_owner = None
-            lb.lease_expires_at = None
-            if lb.revision != revision:
-                return False  # a newer change arrived meanwhile; the next pass applies it
-            if error is None:
-                status.complete(session, lb)
-                log.info("load balancer %s at revision %d is live (%.0f ms)", lb_id, revision, elapsed * 1000)
-                return True
-            lb.apply_attempts += 1
-            if lb.apply_attempts >= self.max_attempts:
-                status.fail(session, lb, error)
-                return True
-            backoff = min(2**lb.apply_attempts, 30)
-            lb.lease_expires_at = m.utcnow() + dt.timedelta(seconds=backoff)
-            lb.status_reason = error
-            log.warning(
-                "load balancer %s revision %d failed (attempt %d/%d, retry in %ds): %s",
-                lb_id,
-                revision,
-                lb.apply_attempts,
-                self.max_attempts,
-                backoff,
-                error,
-            )
-            return False
+            for out in outcomes:
+                lb = session.scalars(
+                    select(m.LoadBalancer).where(m.LoadBalancer.id == out.lb_id).with_for_update()
+                ).one()
+                if lb.lease_owner != self.owner:
+                    continue  # our lease expired and another controller took over
+                lb.lease_owner = None
+                lb.lease_expires_at = None
+                if lb.revision != out.revision:
+                    continue  # a newer change arrived meanwhile; the next pass applies it
+                if out.error is None:
+                    status.complete(session, lb)
+                    log.info("load balancer %s at revision %d is live (%.0f ms)", lb.id, out.revision, out.ms)
+                    settled += 1
+                elif self._retry_or_fail(session, lb, out):
+                    settled += 1
+        return settled
+
+    def _retry_or_fail(self, session: Session, lb: m.LoadBalancer, out: Outcome) -> bool:
+        lb.apply_attempts += 1
+        if lb.apply_attempts >= self.max_attempts:
+            status.fail(session, lb, out.error or "")
+            return True
+        backoff = min(2**lb.apply_attempts, 30)
+        lb.lease_expires_at = m.utcnow() + dt.timedelta(seconds=backoff)
+        lb.status_reason = out.error
+        log.warning(
+            "load balancer %s revision %d failed (attempt %d/%d, retry in %ds): %s",
+            lb.id,
+            out.revision,
+            lb.apply_attempts,
+            self.max_attempts,
+            backoff,
+            out.error,
+        )
+        return False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    lb_id: str
+    revision: int
+    error: str | None
+    seconds: float
+
+    @property
+    def ms(self) -> float:
+        return self.seconds * 1000
