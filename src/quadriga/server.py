@@ -18,7 +18,8 @@ from quadriga.config import Settings, clouds_yaml
 from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
-from quadriga.network import embedded, neutron_api
+from quadriga.network import embedded
+from quadriga.network.api import create_app as create_network_app
 from quadriga.providers.base import ProviderDriver
 from quadriga.providers.noop import NoopProvider
 
@@ -64,7 +65,7 @@ async def _serve(settings: Settings, db: Database, reconciler: Reconciler) -> No
         ),
         _Server(
             uvicorn.Config(
-                neutron_api.create_app(db, authenticator),
+                create_network_app(db, authenticator),
                 host=settings.host,
                 port=settings.network_port,
                 log_config=None,

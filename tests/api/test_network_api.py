@@ -22,7 +22,7 @@ from quadriga.db import models as m
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.network import embedded, ipam
-from quadriga.network.neutron_api import create_app
+from quadriga.network.api import create_app
 
 PG_URL = os.environ.get("QUADRIGA_TEST_DATABASE_URL")
 

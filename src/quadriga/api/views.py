@@ -32,8 +32,9 @@ def load_tags(session: Session, ids: Iterable[str]) -> TagMap:
     return tags
 
 
-def ts(value: dt.datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%dT%H:%M:%S") if value else None
+def ts(value: dt.datetime | None, zone: str = "") -> str | None:
+    """A stored (naive UTC) time on the wire: Octavia writes no zone, Neutron a `Z`."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S") + zone if value else None
 
 
 def _ids(objs: Iterable[Any]) -> list[dict[str, str]]:
