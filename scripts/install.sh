@@ -21,7 +21,7 @@ apt_install() {
 }
 
 apt_install python3 python3-venv python3-pip
-[ $want_tests = 1 ] && apt_install postgresql
+[ $want_tests = 1 ] && apt_install postgresql haproxy
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -7,35 +7,17 @@ or change state (51 rules, a pending load balancer, children on delete) get a fr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from tests.support.api_harness import Api, make_api
 
 from quadriga.db import models as m
-
-
-def _load_conftest() -> Any:
-    """tests/api/conftest.py as a module (it is not a package, so it cannot be imported relatively)."""
-    name = "quadriga_tests_api_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-make_api = _load_conftest().make_api
-Api = Any
 
 LB = "/v2/lbaas/loadbalancers"
 LI = "/v2/lbaas/listeners"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Api
 from sqlalchemy import func, select
+from tests.support.api_harness import Api
 
 from quadriga.db import models as m
 from quadriga.providers.noop import AZ_METADATA, FLAVOR_METADATA, NoopProvider

@@ -10,12 +10,9 @@ out of the document get plain random requests, and the last test checks that eve
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,26 +20,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from tests.support.api_harness import make_api
 
 from quadriga.api.app import create_app
 from quadriga.api.common import Services
 from quadriga.api.resources import amphorae, healthmonitors, l7, listeners, loadbalancers, members, pools
 from quadriga.db import models as m
-
-
-def _load_conftest() -> Any:
-    """tests/api/conftest.py as a module (it is not a package, so it cannot be imported relatively)."""
-    name = "quadriga_tests_api_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-make_api = _load_conftest().make_api
 
 MAX_EXAMPLES = 25
 SETTINGS = settings(

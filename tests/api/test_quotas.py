@@ -8,8 +8,8 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import OTHER, PROJECT, Api
 from sqlalchemy import func, select
+from tests.support.api_harness import OTHER, PROJECT, Api
 
 from quadriga.db import models as m
 

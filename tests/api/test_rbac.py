@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import OTHER, PROJECT, Api, make_api
+from tests.support.api_harness import OTHER, PROJECT, Api, make_api
 
 FORBIDDEN = {
     "faultcode": "Client",

@@ -16,12 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(_REPO_ROOT) not in sys.path:  # so `tests.support` imports however pytest was started
-    sys.path.insert(0, str(_REPO_ROOT))
-
-from tests.support.server import CLOUD_NAME, DatabaseNotConfigured, QuadrigaServer  # noqa: E402
+from tests.support.server import CLOUD_NAME, DatabaseNotConfigured, QuadrigaServer
 
 CLI_TIMEOUT = 60.0
 DEFAULT_PROJECT = "demo"

@@ -1,0 +1,305 @@
+"""The declarative config of one engine: everything an agent needs to run a load balancer's HAProxy.
+
+This is the contract between the controller and the agent. It travels as JSON (`spec.model_dump_json()`,
+`EngineSpec.model_validate_json(...)`), so it is self-contained: plain values, no database objects, and
+nothing the agent would have to look up. It holds the *desired* state after the change being applied:
+objects on their way out (PENDING_DELETE) are not in it.
+
+Every value here may come from a tenant. The models check what HAProxy needs to be safe (ids made of
+a few plain characters, addresses that are IP addresses, no NUL bytes in free text, references that
+point at objects in the same spec, protocol pairs HAProxy accepts), so that `render` can produce a valid
+config from any spec that validates. Rendering still quotes every free-text value itself.
+
+Not here yet: TLS (TERMINATED_HTTPS listeners, SSL_* L7 rules, re-encryption to members) and UDP/SCTP;
+`quadriga.engine.build` refuses those with `UnsupportedFeature`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from quadriga import constants as c
+
+SCHEMA_VERSION = 1
+
+# --- value types -----------------------------------------------------------------------------------
+
+# Object ids become HAProxy proxy, server and ACL names, so they are restricted to characters that need
+# no quoting anywhere: UUIDs and other plain names. (':' is kept out: it separates pool and listener ids
+# in backend names.)
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+# RFC 9110 token: what a header or cookie name in an L7 rule can be.
+HTTP_TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,255}$"
+HttpToken = Annotated[str, StringConstraints(pattern=HTTP_TOKEN_PATTERN)]
+
+# A session persistence cookie name: printable ASCII without spaces (what the API accepts).
+CookieName = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,255}$")]
+
+EXPECTED_CODES_PATTERN = r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+DOMAIN_NAME_PATTERN = r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
+
+
+def _text(value: str) -> str:
+    # NUL cannot be represented in an HAProxy config (its strings are C strings), and a lone surrogate
+    # (which JSON's "\\udxxx" escapes can produce) is no character at all; every other character can be
+    # represented, quoted, so these are the only ones free text may not hold.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if _SURROGATE.search(value):
+        raise ValueError("must not contain lone surrogates")
+    return value
+
+
+def _ip(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+def _cidr(value: str) -> str:
+    return str(ipaddress.ip_network(value, strict=False))
+
+
+def _domain(value: str) -> str:
+    if not re.fullmatch(DOMAIN_NAME_PATTERN, value):
+        raise ValueError("is not a valid domain name")
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+IPAddress = Annotated[str, AfterValidator(_ip)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Timeout = Annotated[int, Field(ge=0, le=c.MAX_TIMEOUT)]
+Retries = Annotated[int, Field(ge=1, le=10)]
+
+ListenerProtocol = Literal["HTTP", "HTTPS", "TCP", "PROMETHEUS"]
+PoolProtocol = Literal["HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2"]
+Algorithm = Literal["ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT"]
+PersistenceType = Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"]
+MonitorType = Literal["HTTP", "HTTPS", "TCP", "PING", "TLS-HELLO"]
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"]
+PolicyAction = Literal["REJECT", "REDIRECT_TO_URL", "REDIRECT_TO_POOL", "REDIRECT_PREFIX"]
+RuleType = Literal["HOST_NAME", "PATH", "FILE_TYPE", "HEADER", "COOKIE"]
+CompareType = Literal["REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "EQUAL_TO"]
+RedirectCode = Literal[301, 302, 303, 307, 308]
+InsertHeader = Literal[
+    "X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto", "X-Forwarded-IP", "X-Client-IP", "X-Real-IP"
+]
+
+SUPPORTED_LISTENER_PROTOCOLS = frozenset(get_args(ListenerProtocol))
+SUPPORTED_POOL_PROTOCOLS = frozenset(get_args(PoolProtocol))
+SUPPORTED_MONITOR_TYPES = frozenset(get_args(MonitorType))
+SUPPORTED_RULE_TYPES = frozenset(get_args(RuleType))
+INSERT_HEADERS = frozenset(get_args(InsertHeader))
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- L7 --------------------------------------------------------------------------------------------
+
+
+class L7RuleSpec(_Spec):
+    id: Id
+    type: RuleType
+    compare_type: CompareType
+    key: HttpToken | None = None
+    value: Annotated[Text, Field(max_length=1024)]
+    invert: bool = False
+    admin_state_up: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> L7RuleSpec:
+        if self.type in ("HEADER", "COOKIE") and self.key is None:
+            raise ValueError(f"L7 rule {self.id}: type {self.type} needs a key")
+        if self.type not in ("HEADER", "COOKIE") and self.key is not None:
+            raise ValueError(f"L7 rule {self.id}: type {self.type} takes no key")
+        if self.type == "FILE_TYPE" and self.compare_type not in ("EQUAL_TO", "REGEX"):
+            raise ValueError(f"L7 rule {self.id}: FILE_TYPE supports only EQUAL_TO and REGEX")
+        return self
+
+
+class L7PolicySpec(_Spec):
+    id: Id
+    action: PolicyAction
+    position: Annotated[int, Field(ge=1)]
+    admin_state_up: bool = True
+    # None for REDIRECT_TO_POOL means its pool is going away: the policy is then inactive.
+    redirect_pool_id: Id | None = None
+    redirect_url: Annotated[Text, Field(min_length=1, max_length=2048)] | None = None
+    redirect_prefix: Annotated[Text, Field(min_length=1, max_length=2048)] | None = None
+    redirect_http_code: RedirectCode | None = None
+    rules: tuple[L7RuleSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> L7PolicySpec:
+        if self.action == "REDIRECT_TO_URL" and not self.redirect_url:
+            raise ValueError(f"L7 policy {self.id}: REDIRECT_TO_URL needs redirect_url")
+        if self.action == "REDIRECT_PREFIX" and not self.redirect_prefix:
+            raise ValueError(f"L7 policy {self.id}: REDIRECT_PREFIX needs redirect_prefix")
+        return self
+
+
+# --- listeners -------------------------------------------------------------------------------------
+
+
+class ListenerSpec(_Spec):
+    id: Id
+    protocol: ListenerProtocol
+    protocol_port: Port
+    admin_state_up: bool = True
+    connection_limit: Annotated[int, Field(ge=-1, le=c.MAX_INT32)] = -1  # -1 (or 0): the engine's default
+    # Milliseconds; 0 means "the default" (as in Octavia), except timeout_tcp_inspect where 0 means "none".
+    timeout_client_data: Timeout = 50000
+    timeout_member_connect: Timeout = 5000
+    timeout_member_data: Timeout = 50000
+    timeout_tcp_inspect: Timeout = 0
+    insert_headers: tuple[InsertHeader, ...] = ()  # the headers turned on
+    allowed_cidrs: tuple[Cidr, ...] = ()  # empty: every source is allowed
+    default_pool_id: Id | None = None
+    l7policies: tuple[L7PolicySpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> ListenerSpec:
+        if self.protocol != "HTTP" and self.insert_headers:
+            raise ValueError(f"listener {self.id}: insert_headers need an HTTP listener")
+        if self.protocol != "HTTP" and self.l7policies:
+            raise ValueError(f"listener {self.id}: L7 policies need an HTTP listener")
+        if self.protocol == "PROMETHEUS" and self.default_pool_id:
+            raise ValueError(f"listener {self.id}: a PROMETHEUS listener has no default pool")
+        _unique([p.id for p in self.l7policies], f"listener {self.id}: L7 policy")
+        _unique([r.id for p in self.l7policies for r in p.rules], f"listener {self.id}: L7 rule")
+        return self
+
+
+# --- pools -----------------------------------------------------------------------------------------
+
+
+class SessionPersistenceSpec(_Spec):
+    type: PersistenceType
+    cookie_name: CookieName | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SessionPersistenceSpec:
+        if self.type == "APP_COOKIE" and not self.cookie_name:
+            raise ValueError("APP_COOKIE session persistence needs a cookie_name")
+        return self
+
+
+class HealthMonitorSpec(_Spec):
+    type: MonitorType
+    delay: Annotated[int, Field(ge=0, le=c.MAX_INT32)]  # seconds
+    timeout: Annotated[int, Field(ge=0, le=c.MAX_INT32)]  # seconds
+    max_retries: Retries  # successes to go up
+    max_retries_down: Retries = 3  # failures to go down
+    http_method: HttpMethod | None = None
+    url_path: Annotated[Text, Field(max_length=2048), AfterValidator(_path)] | None = None
+    expected_codes: Annotated[str, StringConstraints(pattern=EXPECTED_CODES_PATTERN, max_length=64)] | None = None
+    http_version: float | None = None
+    domain_name: Annotated[str, AfterValidator(_domain)] | None = None
+    admin_state_up: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> HealthMonitorSpec:
+        if self.http_version not in (None, 1.0, 1.1):
+            raise ValueError("http_version must be 1.0 or 1.1")
+        if self.expected_codes and "-" in self.expected_codes:
+            low, high = (int(x) for x in self.expected_codes.split("-"))
+            if low > high:
+                raise ValueError(f"expected_codes range {self.expected_codes} is empty")
+        return self
+
+
+class MemberSpec(_Spec):
+    id: Id
+    address: IPAddress
+    protocol_port: Port
+    weight: Annotated[int, Field(ge=0, le=256)] = 1
+    backup: bool = False
+    admin_state_up: bool = True
+    monitor_address: IPAddress | None = None
+    monitor_port: Port | None = None
+
+
+class PoolSpec(_Spec):
+    id: Id
+    protocol: PoolProtocol
+    lb_algorithm: Algorithm
+    admin_state_up: bool = True
+    session_persistence: SessionPersistenceSpec | None = None
+    health_monitor: HealthMonitorSpec | None = None
+    members: tuple[MemberSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolSpec:
+        _unique([m.id for m in self.members], f"pool {self.id}: member")
+        return self
+
+
+# --- the engine ------------------------------------------------------------------------------------
+
+
+class EngineSpec(_Spec):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    revision: Annotated[int, Field(ge=0)]
+    loadbalancer_id: Id
+    admin_state_up: bool = True
+    vips: tuple[IPAddress, ...] = ()
+    listeners: tuple[ListenerSpec, ...] = ()
+    pools: tuple[PoolSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineSpec:
+        _unique(list(self.vips), "VIP")
+        _unique([li.id for li in self.listeners], "listener")
+        _unique([p.id for p in self.pools], "pool")
+        ports = [li.protocol_port for li in self.listeners]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"two listeners share a port: {sorted(ports)}")
+        if self.listeners and not self.vips:
+            raise ValueError("listeners need at least one VIP")
+        pools = {p.id: p for p in self.pools}
+        for li in self.listeners:
+            refs = [li.default_pool_id] + [p.redirect_pool_id for p in li.l7policies if p.action == "REDIRECT_TO_POOL"]
+            for pool_id in filter(None, refs):
+                if pool_id not in pools:
+                    raise ValueError(f"listener {li.id} refers to pool {pool_id}, which is not in the spec")
+                if pools[pool_id].protocol not in c.LISTENER_POOL_PROTOCOLS[li.protocol]:
+                    raise ValueError(
+                        f"listener {li.id} ({li.protocol}) cannot use pool {pool_id} ({pools[pool_id].protocol})"
+                    )
+        return self
+
+    def pool(self, pool_id: str) -> PoolSpec:
+        for pool in self.pools:
+            if pool.id == pool_id:
+                return pool
+        raise KeyError(pool_id)
+
+
+def _unique(values: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value} appears twice")
+        seen.add(value)
+
+
+def expand_expected_codes(codes: str) -> list[int]:
+    """'200' -> [200]; '200, 202' -> [200, 202]; '200-204' -> [200, ..., 204]."""
+    if "-" in codes:
+        low, high = (int(x) for x in codes.split("-"))
+        return list(range(low, high + 1))
+    return [int(x) for x in re.split(r"\s*,\s*", codes.strip())]
