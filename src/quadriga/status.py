@@ -21,7 +21,8 @@ from quadriga.db import models as m
 
 log = logging.getLogger("quadriga.status")
 
-# How the subject of a change is recorded on the load balancer: "<kind>:<id>".
+# The kinds of object in a load balancer's tree (also the quota resource names); the subject of a change
+# is recorded on the load balancer as "<kind>:<id>".
 KINDS: dict[str, Any] = {
     "loadbalancer": m.LoadBalancer,
     "listener": m.Listener,

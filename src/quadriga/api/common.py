@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from quadriga import constants as c
+from quadriga import status
 from quadriga.api import listing, policy, views
 from quadriga.api.auth import Authenticator, RequestContext
 from quadriga.api.errors import BadRequest, NotFound, PolicyForbidden, QuotaExceeded
@@ -114,19 +115,8 @@ def _locked_quota_row(session: Session, project_id: str) -> m.Quota:
     return row
 
 
-COUNTED = {
-    "loadbalancer": m.LoadBalancer,
-    "listener": m.Listener,
-    "pool": m.Pool,
-    "healthmonitor": m.HealthMonitor,
-    "member": m.Member,
-    "l7policy": m.L7Policy,
-    "l7rule": m.L7Rule,
-}
-
-
 def _count(session: Session, kind: str, project_id: str) -> int:
-    model = COUNTED[kind]
+    model = status.KINDS[kind]
     stmt = select(func.count()).select_from(model).where(model.project_id == project_id)
     if model is m.LoadBalancer:
         stmt = stmt.where(model.provisioning_status != c.DELETED)
