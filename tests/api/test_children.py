@@ -24,6 +24,7 @@ def statuses(api, lb_id):
 
 def test_member_create_marks_parents_pending_then_active(api, tree):
     lb, li, pool = tree["lb"], tree["listener"], tree["pool"]
+    api.reconciler.providers["noop"].delay = 0.5  # keep the change in flight while we look
     member = api.ok(
         api.post(f"/v2/lbaas/pools/{pool['id']}/members", {"member": {"address": "10.10.0.20", "protocol_port": 80}}),
         201,
@@ -31,8 +32,12 @@ def test_member_create_marks_parents_pending_then_active(api, tree):
     assert member["provisioning_status"] == "PENDING_CREATE"
     assert member["operating_status"] == "NO_MONITOR"  # no health monitor on the pool
     assert member["weight"] == 1 and member["backup"] is False
-    during = api.get(f"/v2/lbaas/pools/{pool['id']}").json()["pool"]["provisioning_status"]
-    assert during in ("PENDING_UPDATE", "ACTIVE")
+    assert api.get(f"/v2/lbaas/pools/{pool['id']}").json()["pool"]["provisioning_status"] == "PENDING_UPDATE"
+    assert api.get(f"/v2/lbaas/listeners/{li['id']}").json()["listener"]["provisioning_status"] == "PENDING_UPDATE"
+    assert api.get(f"/v2/lbaas/loadbalancers/{lb['id']}").json()["loadbalancer"]["provisioning_status"] == (
+        "PENDING_UPDATE"
+    )
+    api.reconciler.providers["noop"].delay = 0
     api.wait_lb(lb["id"])
     tree_now = statuses(api, lb["id"])
     assert tree_now["listeners"][0]["provisioning_status"] == "ACTIVE"

@@ -47,11 +47,13 @@ def test_vip_from_network_and_from_port(api):
 
 
 def test_mutations_are_refused_while_pending(api):
+    api.reconciler.providers["noop"].delay = 0.5  # keep the change in flight
     lb = api.create_lb(wait=False)
     r = api.put(f"{LB}/{lb['id']}", {"loadbalancer": {"name": "x"}})
-    if r.status_code == 409:  # the noop provider may already have settled it
-        assert r.json()["faultstring"] == f"Load Balancer {lb['id']} is immutable and cannot be updated."
-    api.wait_lb(lb["id"])
+    assert r.status_code == 409
+    assert r.json()["faultstring"] == f"Load Balancer {lb['id']} is immutable and cannot be updated."
+    api.reconciler.providers["noop"].delay = 0
+    assert api.wait_lb(lb["id"])["name"] == ""
 
 
 def test_update_sets_pending_update_and_only_mutable_fields(api):
@@ -162,7 +164,10 @@ def test_not_found_fault(api):
 
 def test_failover_goes_through_pending_update(api):
     lb = api.create_lb()
+    api.reconciler.providers["noop"].delay = 0.5
     assert api.put(f"{LB}/{lb['id']}/failover", None).status_code == 202
+    assert api.ok(api.get(f"{LB}/{lb['id']}"), 200)["loadbalancer"]["provisioning_status"] == "PENDING_UPDATE"
+    api.reconciler.providers["noop"].delay = 0
     api.wait_lb(lb["id"])
 
 
