@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from quadriga import constants as c
 from quadriga.api.errors import Immutable, NotFound
 from quadriga.db import models as m
+from quadriga.network import embedded
 
 log = logging.getLogger("quadriga.status")
 
@@ -96,8 +97,6 @@ def tree(lb: m.LoadBalancer) -> Iterator[Any]:
 def complete(session: Session, lb: m.LoadBalancer) -> None:
     """The data plane runs the desired state: settle every pending object."""
     if lb.provisioning_status == c.PENDING_DELETE:
-        from quadriga.network import embedded
-
         purge_tree(session, lb)
         embedded.release_vip(session, lb.vip_port_id)
         lb.provisioning_status = c.DELETED
