@@ -90,19 +90,18 @@ def _or(value: int | None, default: int) -> int:
 
 
 def _l7policy(policy: m.L7Policy, pool_ids: set[str]) -> s.L7PolicySpec:
-    redirect_pool_id = None
-    if policy.action == "REDIRECT_TO_POOL" and policy.redirect_pool_id in pool_ids:
-        redirect_pool_id = policy.redirect_pool_id
-    redirects = policy.action in ("REDIRECT_TO_URL", "REDIRECT_PREFIX")
+    # A redirect pool that is being deleted is dropped; the policy is then skipped by the renderer.
+    redirect_pool_id = policy.redirect_pool_id if policy.redirect_pool_id in pool_ids else None
     return s.L7PolicySpec(
         id=policy.id,
         action=policy.action,
         position=policy.position,
         admin_state_up=policy.admin_state_up,
         redirect_pool_id=redirect_pool_id,
-        redirect_url=policy.redirect_url if policy.action == "REDIRECT_TO_URL" else None,
-        redirect_prefix=policy.redirect_prefix if policy.action == "REDIRECT_PREFIX" else None,
-        redirect_http_code=(policy.redirect_http_code or 302) if redirects else None,
+        # The API stored these normalized for the action (validation.normalize_l7policy_action).
+        redirect_url=policy.redirect_url,
+        redirect_prefix=policy.redirect_prefix,
+        redirect_http_code=policy.redirect_http_code,
         rules=tuple(_l7rule(r) for r in policy.rules if _alive(r)),
     )
 
