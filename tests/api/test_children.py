@@ -199,3 +199,15 @@ def test_tls_listener_gets_tls_defaults(api):
     li = api.create("/v2/lbaas/listeners", "listener", lb["id"], **body)
     assert li["tls_versions"] == ["TLSv1.2", "TLSv1.3"] and li["alpn_protocols"] == ["h2", "http/1.1", "http/1.0"]
     assert li["client_authentication"] == "NONE"
+
+
+def test_a_trailing_newline_never_slips_past_a_pattern(api, tree):
+    """Python's `$` also matches before a final newline; tenant values end up in HAProxy config lines."""
+    lb, li, pool = tree["lb"], tree["listener"], tree["pool"]
+    monitor = {"pool_id": pool["id"], "type": "HTTP", "delay": 1, "timeout": 1, "max_retries": 1}
+    r = api.post("/v2/lbaas/healthmonitors", {"healthmonitor": {**monitor, "expected_codes": "200\n"}})
+    assert r.status_code == 400 and "expected_codes" in r.json()["faultstring"]
+    pol = api.create("/v2/lbaas/l7policies", "l7policy", lb["id"], listener_id=li["id"], action="REJECT")
+    rule = {"type": "HEADER", "key": "X-Env\n", "compare_type": "EQUAL_TO", "value": "prod"}
+    r = api.post(f"/v2/lbaas/l7policies/{pol['id']}/rules", {"rule": rule})
+    assert r.status_code == 400 and "Invalid header name" in r.json()["faultstring"]

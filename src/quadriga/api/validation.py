@@ -13,9 +13,9 @@ from typing import Any
 from quadriga import constants as c
 from quadriga.api.errors import BadRequest, Conflict, Validation
 
-EXPECTED_CODES = re.compile(r"^(\d{3}(\s*,\s*\d{3})*)$|^(\d{3}-\d{3})$")
-HEADER_NAME = re.compile(r"^[a-zA-Z0-9!#$%&'*+\-.^_`|~]+$")
-DOMAIN_NAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+EXPECTED_CODES = re.compile(r"^(\d{3}(\s*,\s*\d{3})*)\Z|^(\d{3}-\d{3})\Z")
+HEADER_NAME = re.compile(r"^[a-zA-Z0-9!#$%&'*+\-.^_`|~]+\Z")
+DOMAIN_NAME = re.compile(r"^(?=.{1,253}\Z)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?\Z")
 DN_FIELDS = {"CN", "OU", "O", "L", "ST", "C", "SN", "DC", "EMAIL", "E", "GN", "UID"}
 HTTP_MONITOR_FIELDS = ("http_method", "url_path", "expected_codes", "http_version", "domain_name")
 TLS_LISTENER_FIELDS = ("tls_ciphers", "tls_versions", "alpn_protocols")

@@ -117,8 +117,8 @@ class RenderOptions:
 
 # --- escaping --------------------------------------------------------------------------------------
 
-_BARE = re.compile(r"^[A-Za-z0-9_./:@,()+=?&%~*-]+$")
-_BARE_ARG = re.compile(r"^[A-Za-z0-9_.-]+$")
+_BARE = re.compile(r"^[A-Za-z0-9_./:@,()+=?&%~*-]+\Z")
+_BARE_ARG = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 
 
 def quote(value: str) -> str:
