@@ -251,18 +251,33 @@ class PoolSpec(_Spec):
 # --- the engine ------------------------------------------------------------------------------------
 
 
+class SubnetSpec(_Spec):
+    """A subnet a VIP lives on: what a network driver needs to plug the VIP in."""
+
+    id: Id
+    network_id: Id
+    cidr: Cidr
+    gateway_ip: IPAddress | None = None
+
+
 class EngineSpec(_Spec):
     schema_version: Literal[1] = SCHEMA_VERSION
     revision: Annotated[int, Field(ge=0)]
     loadbalancer_id: Id
     admin_state_up: bool = True
     vips: tuple[IPAddress, ...] = ()
+    subnets: tuple[SubnetSpec, ...] = ()  # the subnets of the VIPs (empty: the driver needs none)
     listeners: tuple[ListenerSpec, ...] = ()
     pools: tuple[PoolSpec, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> EngineSpec:
         _unique(list(self.vips), "VIP")
+        _unique([sn.id for sn in self.subnets], "subnet")
+        if self.subnets:
+            for vip in self.vips:
+                if self.subnet_of(vip) is None:
+                    raise ValueError(f"VIP {vip} is on none of the spec's subnets")
         _unique([li.id for li in self.listeners], "listener")
         _unique([p.id for p in self.pools], "pool")
         ports = [li.protocol_port for li in self.listeners]
@@ -281,6 +296,10 @@ class EngineSpec(_Spec):
                         f"listener {li.id} ({li.protocol}) cannot use pool {pool_id} ({pools[pool_id].protocol})"
                     )
         return self
+
+    def subnet_of(self, address: str) -> SubnetSpec | None:
+        ip = ipaddress.ip_address(address)
+        return next((sn for sn in self.subnets if ip in ipaddress.ip_network(sn.cidr)), None)
 
     def pool(self, pool_id: str) -> PoolSpec:
         for pool in self.pools:

@@ -1,0 +1,1 @@
+"""Network drivers: how an engine's VIPs become reachable (see `base.NetworkDriver`)."""
