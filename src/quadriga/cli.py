@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 
 from quadriga import config
@@ -24,10 +27,64 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--auth-strategy", choices=["noauth", "header"], help="default noauth")
     serve.add_argument("--default-project", help="project for noauth requests that name none (default demo)")
-    serve.add_argument("--provider", help="default provider (default noop)")
+    serve.add_argument("--provider", help="default provider: amphora (HAProxy engines, the default) or noop")
     serve.add_argument("--provider-delay", type=float, help="seconds the noop provider takes per change (default 0)")
+    _data_plane_arguments(serve)
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    demo = sub.add_parser("demo", help="start everything and show a load balancer carrying traffic (until Ctrl-C)")
+    _data_plane_arguments(demo)
+    demo.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    _agent_parser(sub)
+    _pki_parser(sub)
     return parser
+
+
+def _data_plane_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--network-driver",
+        choices=config.NETWORK_DRIVERS,
+        help="netns (root: a namespace per engine) or loopback (VIPs in 127/8); default auto: netns where it can",
+    )
+    parser.add_argument("--agent-port", type=int, help="port of the in-process agent's mutual-TLS API (default 9443)")
+
+
+def _agent_parser(sub: argparse._SubParsersAction) -> None:
+    agent = sub.add_parser(
+        "agent", help="run an agent: this host's engines, behind a mutual-TLS API for the controller"
+    )
+    agent.add_argument("--state-dir", type=Path, default=None, help="where the engines' files live")
+    agent.add_argument("--listen", default="127.0.0.1:9443", type=_host_port, help="host:port (default %(default)s)")
+    agent.add_argument("--network-driver", choices=config.NETWORK_DRIVERS, default="auto", help="default auto")
+    agent.add_argument("--name", default=socket.gethostname(), help="the agent's name (default: the host name)")
+    agent.add_argument(
+        "--pki-dir",
+        type=Path,
+        help="bundle directory (agent.pem, agent.key, ca.pem) from `quadriga pki issue-agent`; "
+        "default: issue one from the CA in the state directory",
+    )
+    agent.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def _pki_parser(sub: argparse._SubParsersAction) -> None:
+    pki = sub.add_parser("pki", help="the control channel's certificates")
+    pki_sub = pki.add_subparsers(dest="pki_command", required=True)
+    issue = pki_sub.add_parser("issue-agent", help="issue an agent's certificate (for an agent on another host)")
+    issue.add_argument("--state-dir", type=Path, default=None, help="the controller's state directory (holds the CA)")
+    issue.add_argument("--name", required=True, help="the agent's name")
+    issue.add_argument(
+        "--address", action="append", default=[], help="an IP address or DNS name the controller reaches it at"
+    )
+    issue.add_argument("--out", type=Path, required=True, help="directory for agent.pem, agent.key and ca.pem")
+    issue.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    issue.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not host:port (IPv6: [::1]:9443)")
+    return host, int(port)
 
 
 def _logging(level: str) -> None:
@@ -52,6 +109,71 @@ def main(argv: list[str] | None = None) -> int:
             print(f"quadriga: {exc}", file=sys.stderr)
             return 2
         serve(settings)
+    elif args.command == "demo":
+        from quadriga import demo
+
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
+        return demo.run(config.load(None, overrides))
+    elif args.command == "agent":
+        return _run_agent(args)
+    elif args.command == "pki":
+        return _issue_agent(args)
+    return 0
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    """The standalone agent: adopt the engines this host already runs, serve the API until SIGTERM/SIGINT,
+    then remove the engines and their network plumbing."""
+    from quadriga.certs import pki
+
+    state_dir = (args.state_dir or config.default_state_dir()).expanduser()
+    host, port = args.listen
+    try:
+        pki.check_name(args.name)
+        if args.pki_dir:
+            bundle = pki.Bundle.in_directory(args.pki_dir, "agent")
+            if not bundle.exists():
+                raise ValueError(f"{args.pki_dir} lacks agent.pem, agent.key or ca.pem: see `quadriga pki issue-agent`")
+        else:
+            bundle = pki.ensure_local_agent_bundle(state_dir, args.name, [host])
+    except (ValueError, OSError, pki.PKIError) as exc:
+        print(f"quadriga agent: {exc}", file=sys.stderr)
+        return 2
+    from quadriga.agent.host import AgentHost  # the engines' machinery: only once the arguments are good
+    from quadriga.network.drivers.base import NetworkError
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        agent_host = AgentHost(args.name, state_dir, bundle, host, port, args.network_driver).start()
+    except (NetworkError, OSError) as exc:  # no netns here, the port is taken, the certificate is unreadable
+        print(f"quadriga agent: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        while not stop.wait(1.0):
+            if not agent_host.server.running:
+                logging.getLogger("quadriga.agent").error("the agent API stopped unexpectedly")
+                return 1
+    finally:
+        agent_host.stop()
+    return 0
+
+
+def _issue_agent(args: argparse.Namespace) -> int:
+    """Issue an agent's bundle from the CA in the state directory, for an agent on another host."""
+    from quadriga.certs import pki
+
+    state_dir = (args.state_dir or config.default_state_dir()).expanduser()
+    try:
+        ca = pki.CertificateAuthority.load_or_create(pki.pki_dir(state_dir))
+        cert_pem, key_pem = pki.issue_agent(ca, args.name, args.address, days=args.days)
+        bundle = pki.Bundle.in_directory(args.out, "agent")
+        pki.write_bundle(bundle, cert_pem, key_pem, ca.cert_pem)
+    except (ValueError, OSError, pki.PKIError) as exc:
+        print(f"quadriga pki: {exc}", file=sys.stderr)
+        return 2
+    print(f"{bundle.cert}\n{bundle.key}\n{bundle.ca}\nvalid until {pki.not_after(cert_pem).isoformat()}")
     return 0
 
 

@@ -14,6 +14,11 @@ Example config file:
     [database]
     url = "postgresql://quadriga@127.0.0.1/quadriga"
 
+    [agent]                       # the in-process agent of `quadriga serve`
+    network_driver = "auto"       # netns (root) or loopback; auto picks netns where it can
+    host = "127.0.0.1"
+    port = 9443
+
     [quotas]                      # defaults for projects without custom quotas; -1 = unlimited
     loadbalancer = -1
 """
@@ -43,9 +48,13 @@ class Settings:
     database_url: str | None = None
     auth_strategy: str = "noauth"
     default_project: str = "demo"
-    provider: str = "noop"
+    provider: str = "amphora"
     provider_delay: float = 0.0
     poll_interval: float = 1.0
+    network_driver: str = "auto"  # loopback, netns or auto (netns when root)
+    agent_host: str = "127.0.0.1"  # where the in-process agent's mutual-TLS API listens
+    agent_port: int = 9443
+    collect_interval: float = 1.0  # seconds between two reads of the engines' statuses
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
 
     @property
@@ -71,7 +80,14 @@ FILE_KEYS = {
     ("database", "url"): "database_url",
     ("state", "dir"): "state_dir",
     ("controller", "poll_interval"): "poll_interval",
+    ("controller", "collect_interval"): "collect_interval",
+    ("agent", "network_driver"): "network_driver",
+    ("agent", "host"): "agent_host",
+    ("agent", "port"): "agent_port",
 }
+
+
+NETWORK_DRIVERS = ("auto", "loopback", "netns")
 
 
 class ConfigError(Exception):
@@ -105,6 +121,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
     settings.state_dir = Path(settings.state_dir).expanduser()
     if settings.auth_strategy not in ("noauth", "header"):
         raise ConfigError(f"auth_strategy must be noauth or header, not {settings.auth_strategy!r}")
+    if settings.network_driver not in NETWORK_DRIVERS:
+        raise ConfigError(f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}")
     return settings
 
 

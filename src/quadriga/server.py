@@ -1,5 +1,6 @@
-"""`quadriga serve`: the embedded shape — the load-balancer API, the networking API and the controller
-in one process, sharing one database."""
+"""`quadriga serve`: the embedded shape — the load-balancer API, the networking API, the controller (the
+reconciler and the status collector) and an agent with its engines, in one process, sharing one database.
+The controller reaches the agent over its mutual-TLS API, exactly as it reaches an agent on another host."""
 
 from __future__ import annotations
 
@@ -7,23 +8,30 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from quadriga.agent.client import AgentClient
+from quadriga.agent.host import AgentHost
 from quadriga.api.app import create_app
 from quadriga.api.auth import make_authenticator
 from quadriga.api.common import Services
+from quadriga.certs.pki import ensure_controller_bundle, ensure_local_agent_bundle, not_after
 from quadriga.config import Settings, clouds_yaml
+from quadriga.controller.collector import StatusCollector
 from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.network import embedded
 from quadriga.network.api import create_app as create_network_app
 from quadriga.providers.base import ProviderDriver
+from quadriga.providers.engine import EngineProvider
 from quadriga.providers.noop import NoopProvider
 
 log = logging.getLogger("quadriga.server")
+LOCAL_AGENT = "local"
 
 
 class _Server(uvicorn.Server):
@@ -34,20 +42,47 @@ class _Server(uvicorn.Server):
         yield
 
 
-def make_providers(settings: Settings) -> dict[str, ProviderDriver]:
-    return {"noop": NoopProvider(delay=settings.provider_delay)}
+class DataPlane:
+    """The in-process agent and the controller's client for it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.host = AgentHost(
+            name=LOCAL_AGENT,
+            state_dir=settings.state_dir / "agent",
+            bundle=ensure_local_agent_bundle(settings.state_dir, LOCAL_AGENT, [settings.agent_host]),
+            host=settings.agent_host,
+            port=settings.agent_port,
+            network_driver=settings.network_driver,
+        ).start()
+        self.client = AgentClient(self.host.url, ensure_controller_bundle(settings.state_dir))
+        self.agents = {LOCAL_AGENT: self.client}
+        self.cert_expiration = not_after(self.host.bundle.cert.read_bytes()).replace(tzinfo=None)
+
+    @property
+    def seed_cidrs(self) -> dict[str, str]:
+        return embedded.LOOPBACK_CIDRS if self.host.driver.name == "loopback" else embedded.DEFAULT_CIDRS
+
+    def providers(self, db: Database, settings: Settings) -> dict[str, ProviderDriver]:
+        engine = EngineProvider(
+            db, self.agents, check_vip=self.host.driver.check_vip, cert_expiration=lambda _name: self.cert_expiration
+        )
+        return {"noop": NoopProvider(delay=settings.provider_delay), engine.name: engine}
+
+    def stop(self) -> None:
+        self.client.close()
+        self.host.stop()
 
 
-def prepare_database(settings: Settings) -> Database:
+def prepare_database(settings: Settings, cidrs: dict[str, str] = embedded.DEFAULT_CIDRS) -> Database:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     upgrade(db.engine)
     with db.write() as session:
-        embedded.seed_defaults(session, settings.default_project)
+        embedded.seed_defaults(session, settings.default_project, cidrs)
     return db
 
 
-async def _serve(settings: Settings, db: Database, reconciler: Reconciler) -> None:
+async def _serve(settings: Settings, db: Database, reconciler: Reconciler, ready: Callable[[], None] | None) -> None:
     authenticator = make_authenticator(settings.auth_strategy, settings.default_project)
     providers = reconciler.providers
     svc = Services(
@@ -82,14 +117,33 @@ async def _serve(settings: Settings, db: Database, reconciler: Reconciler) -> No
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    await asyncio.gather(*(server.serve() for server in servers))
+
+    async def announce() -> None:
+        while not all(server.started for server in servers):
+            if any(server.should_exit for server in servers):
+                return
+            await asyncio.sleep(0.02)
+        if ready is not None:
+            threading.Thread(target=ready, name="ready", daemon=True).start()
+
+    await asyncio.gather(announce(), *(server.serve() for server in servers))
     if not all(server.started for server in servers):
         raise SystemExit("quadriga: a listener could not start (is the port in use?); see the log above")
 
 
-def serve(settings: Settings) -> None:
-    db = prepare_database(settings)
-    reconciler = Reconciler(db, make_providers(settings), poll_interval=settings.poll_interval)
+def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM; `ready` (if given) is called in a thread once the APIs answer."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    dataplane = DataPlane(settings)
+    try:
+        db = prepare_database(settings, dataplane.seed_cidrs)
+    except Exception:
+        dataplane.stop()
+        raise
+    reconciler = Reconciler(db, dataplane.providers(db, settings), poll_interval=settings.poll_interval)
+    collector = StatusCollector(
+        db, dataplane.agents, interval=settings.collect_interval, wake_reconciler=reconciler.wake
+    )
     clouds = clouds_yaml(settings)
     (settings.state_dir / "clouds.yaml").write_text(clouds)
     print(f"# clouds.yaml (also in {settings.state_dir / 'clouds.yaml'}):\n{clouds}", flush=True)
@@ -101,8 +155,11 @@ def serve(settings: Settings) -> None:
         settings.auth_strategy,
     )
     reconciler.start()
+    collector.start()
     try:
-        asyncio.run(_serve(settings, db, reconciler))
+        asyncio.run(_serve(settings, db, reconciler, ready))
     finally:
+        collector.stop()
         reconciler.stop()
+        dataplane.stop()
         db.dispose()

@@ -157,3 +157,75 @@ def purge_tree(session: Session, lb: m.LoadBalancer) -> None:
     for p in list(lb.pools):
         delete_object(session, p)
     session.expire(lb, ["listeners", "pools"])
+
+
+# --- operating statuses: what the data plane reports, in Octavia's words ---------------------------
+
+# HAProxy's server status words (`show stat`; the first word counts: "UP 1/3" is still up, going down).
+MEMBER_STATUS = {
+    "UP": c.ONLINE,
+    "DOWN": c.ERROR,
+    "DRAIN": c.DRAINING,
+    "NOLB": c.DRAINING,  # up, but weight 0: takes no new connections
+    "MAINT": c.OFFLINE,
+    "no": c.NO_MONITOR,  # "no check"
+}
+LISTENER_STATUS = {"OPEN": c.ONLINE, "FULL": c.DEGRADED, "STOP": c.OFFLINE}
+
+
+def member_operating(haproxy_status: str | None) -> str:
+    if not haproxy_status:
+        return c.OFFLINE
+    return MEMBER_STATUS.get(haproxy_status.split()[0], c.ERROR)
+
+
+def pool_operating(pool: m.Pool, member_statuses: list[str]) -> str:
+    """ERROR when no enabled member can serve, DEGRADED when some cannot, else ONLINE."""
+    if not pool.admin_state_up:
+        return c.OFFLINE
+    enabled = [s for s in member_statuses if s != c.OFFLINE]
+    failed = [s for s in enabled if s == c.ERROR]
+    if enabled and len(failed) == len(enabled):
+        return c.ERROR
+    return c.DEGRADED if failed else c.ONLINE
+
+
+def operating(lb: m.LoadBalancer, report: Any | None) -> dict[str, str]:
+    """The operating status of every object of `lb`'s tree (by id) given its engine's report (an
+    `EngineReport`, or None when no engine reports for it: everything is then OFFLINE, or ERROR for an
+    enabled load balancer whose engine is gone)."""
+    result: dict[str, str] = {}
+    running = report is not None and report.running
+    listeners = {} if not running else report.listeners
+    members = {} if not running else report.members
+    degraded = failed = False
+    for li in lb.listeners:
+        state = listeners.get(li.id)
+        result[li.id] = LISTENER_STATUS.get(state.status, c.OFFLINE) if state is not None else c.OFFLINE
+        degraded |= result[li.id] == c.DEGRADED
+        for pol in li.l7policies:
+            result[pol.id] = c.ONLINE if running and pol.admin_state_up else c.OFFLINE
+            for rule in pol.rules:
+                result[rule.id] = c.ONLINE if running and rule.admin_state_up else c.OFFLINE
+    for pool in lb.pools:
+        reported = members.get(pool.id)
+        if reported is None:  # no listener reaches this pool: nothing serves it
+            for mb in pool.members:
+                result[mb.id] = c.OFFLINE
+            result[pool.id] = c.OFFLINE
+        else:
+            for mb in pool.members:
+                result[mb.id] = member_operating(reported.get(mb.id))
+            result[pool.id] = pool_operating(pool, [result[mb.id] for mb in pool.members])
+            degraded |= result[pool.id] == c.DEGRADED
+            failed |= result[pool.id] == c.ERROR
+        if pool.health_monitor is not None:
+            hm = pool.health_monitor
+            result[hm.id] = c.ONLINE if reported is not None and hm.admin_state_up else c.OFFLINE
+    if not lb.admin_state_up:
+        result[lb.id] = c.OFFLINE
+    elif not running or failed:  # no engine, or a pool whose every member is down (as Octavia)
+        result[lb.id] = c.ERROR
+    else:
+        result[lb.id] = c.DEGRADED if degraded else c.ONLINE
+    return result

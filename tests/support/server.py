@@ -162,6 +162,7 @@ class QuadrigaServer:
         auth_strategy: str | None = None,
         default_project: str | None = None,
         provider: str | None = None,
+        network_driver: str | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         host: str = LOOPBACK,
@@ -188,6 +189,7 @@ class QuadrigaServer:
         self.auth_strategy = auth_strategy
         self.default_project = default_project
         self.provider = provider
+        self.network_driver = network_driver
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
         self.host = host
@@ -203,6 +205,7 @@ class QuadrigaServer:
         self.state_dir: Path | None = None
         self.lb_port: int | None = None
         self.net_port: int | None = None
+        self.agent_port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self._log: IO[bytes] | None = None
@@ -291,6 +294,8 @@ class QuadrigaServer:
             str(self.lb_port),
             "--network-port",
             str(self.net_port),
+            "--agent-port",
+            str(self.agent_port),
         ]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
@@ -300,6 +305,8 @@ class QuadrigaServer:
             cmd += ["--default-project", self.default_project]
         if self.provider:
             cmd += ["--provider", self.provider]
+        if self.network_driver:
+            cmd += ["--network-driver", self.network_driver]
         return cmd + self.extra_args
 
     def display_command(self) -> str:
@@ -330,6 +337,9 @@ class QuadrigaServer:
                 self.net_port = free_port(self.host)
                 while self.net_port == self.lb_port:
                     self.net_port = free_port(self.host)
+                self.agent_port = free_port(self.host)
+                while self.agent_port in (self.lb_port, self.net_port):
+                    self.agent_port = free_port(self.host)
                 try:
                     self._spawn_and_wait()
                     return self

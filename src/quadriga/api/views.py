@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from quadriga import constants as c
@@ -344,4 +344,21 @@ def amphora(a: m.Amphora) -> dict[str, Any]:
     }
 
 
-STATS_ZERO = {"bytes_in": 0, "bytes_out": 0, "active_connections": 0, "total_connections": 0, "request_errors": 0}
+STATS_FIELDS = ("bytes_in", "bytes_out", "active_connections", "total_connections", "request_errors")
+
+
+def statistics(session: Session, where: Any) -> dict[str, int]:
+    """Octavia's `stats` body: the listener statistics rows matching `where`, summed over engines."""
+    cols = [func.coalesce(func.sum(getattr(m.ListenerStatistics, f)), 0) for f in STATS_FIELDS]
+    row = session.execute(select(*cols).where(where)).one()
+    return {f: int(v) for f, v in zip(STATS_FIELDS, row, strict=True)}
+
+
+def amphora_statistics(session: Session, amp: m.Amphora) -> list[dict[str, Any]]:
+    """Octavia's `amphora_stats`: one entry per listener the engine serves."""
+    rows = session.scalars(select(m.ListenerStatistics).where(m.ListenerStatistics.amphora_id == amp.id)).all()
+    return [
+        {"id": amp.id, "loadbalancer_id": amp.load_balancer_id, "listener_id": r.listener_id}
+        | {f: getattr(r, f) for f in STATS_FIELDS}
+        for r in rows
+    ]

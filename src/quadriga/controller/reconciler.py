@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from quadriga import status
 from quadriga.db import models as m
 from quadriga.db.session import Database
-from quadriga.providers.base import ApplyError, ProviderDriver
+from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
 
 log = logging.getLogger("quadriga.controller")
 
@@ -114,13 +114,15 @@ class Reconciler:
                 if provider is None:
                     raise ApplyError(f"provider {lb.provider!r} is not enabled on this controller")
                 provider.apply(lb)
-                error = None
+                error, final = None, False
+            except RejectedChange as exc:
+                error, final = str(exc), True
             except ApplyError as exc:
-                error = str(exc)
+                error, final = str(exc), False
             except Exception as exc:  # a provider bug must not wedge the load balancer
                 log.exception("provider %s failed on load balancer %s", lb.provider, lb_id)
-                error = f"internal error in provider {lb.provider}: {exc}"
-            return Outcome(lb_id, lb.revision, error, time.monotonic() - started)
+                error, final = f"internal error in provider {lb.provider}: {exc}", False
+            return Outcome(lb_id, lb.revision, error, time.monotonic() - started, final)
 
     def _settle(self, outcomes: list[Outcome]) -> int:
         settled = 0
@@ -145,7 +147,7 @@ class Reconciler:
 
     def _retry_or_fail(self, session: Session, lb: m.LoadBalancer, out: Outcome) -> bool:
         lb.apply_attempts += 1
-        if lb.apply_attempts >= self.max_attempts:
+        if out.final or lb.apply_attempts >= self.max_attempts:
             status.fail(session, lb, out.error or "")
             return True
         backoff = min(2**lb.apply_attempts, 30)
@@ -169,6 +171,7 @@ class Outcome:
     revision: int
     error: str | None
     seconds: float
+    final: bool = False  # the data plane refused the change: no retry
 
     @property
     def ms(self) -> float:

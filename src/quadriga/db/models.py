@@ -10,6 +10,7 @@ import uuid
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -298,6 +299,26 @@ class Amphora(TimestampMixin, Base):
     cached_zone: Mapped[str | None] = mapped_column(String(255))
     image_id: Mapped[str | None] = mapped_column(String(36))
     compute_flavor: Mapped[str | None] = mapped_column(String(255))
+    # The load balancer revision this engine's agent last confirmed running, and why the engine is in ERROR.
+    applied_revision: Mapped[int | None] = mapped_column(Integer)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ListenerStatistics(Base):
+    """A listener's counters on one engine, as Octavia keeps them. HAProxy's own counters restart at every
+    reload; `raw` holds the last values read, so the stored totals only ever grow."""
+
+    __tablename__ = "listener_statistics"
+    listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    amphora_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    load_balancer_id: Mapped[str] = mapped_column(String(36), index=True)
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    active_connections: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_connections: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    raw: Mapped[dict] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 # --- the embedded networking service (a Neutron-compatible subset) ---------------------------------

@@ -10,6 +10,8 @@ instead of producing an engine that silently does something else."""
 
 from __future__ import annotations
 
+from sqlalchemy.orm import object_session
+
 from quadriga import constants as c
 from quadriga.db import models as m
 from quadriga.engine import spec as s
@@ -31,7 +33,9 @@ def spec_from_loadbalancer(lb: m.LoadBalancer) -> s.EngineSpec:
     `lb` (relationships are read lazily)."""
     if lb.provisioning_status == c.PENDING_DELETE:
         # The load balancer itself is going away: its engines should serve nothing.
-        return s.EngineSpec(revision=lb.revision, loadbalancer_id=lb.id, admin_state_up=False, vips=_vips(lb))
+        return s.EngineSpec(
+            revision=lb.revision, loadbalancer_id=lb.id, admin_state_up=False, vips=_vips(lb), subnets=_subnets(lb)
+        )
     pools = [p for p in lb.pools if _alive(p)]
     pool_ids = {p.id for p in pools}
     return s.EngineSpec(
@@ -39,6 +43,7 @@ def spec_from_loadbalancer(lb: m.LoadBalancer) -> s.EngineSpec:
         loadbalancer_id=lb.id,
         admin_state_up=lb.admin_state_up,
         vips=_vips(lb),
+        subnets=_subnets(lb),
         listeners=tuple(_listener(li, pool_ids) for li in lb.listeners if _alive(li)),
         pools=tuple(_pool(p) for p in pools),
     )
@@ -55,6 +60,18 @@ def _vips(lb: m.LoadBalancer) -> tuple[str, ...]:
         if address and address not in vips:
             vips.append(address)
     return tuple(vips)
+
+
+def _subnets(lb: m.LoadBalancer) -> tuple[s.SubnetSpec, ...]:
+    """The subnets of the VIPs (what a network driver plugs), read through the session that loaded `lb`."""
+    session = object_session(lb)
+    ids = [lb.vip_subnet_id] + [v.get("subnet_id") for v in lb.additional_vips or [] if isinstance(v, dict)]
+    found = [session.get(m.Subnet, i) for i in dict.fromkeys(ids) if i] if session is not None else []
+    return tuple(
+        s.SubnetSpec(id=sn.id, network_id=sn.network_id, cidr=sn.cidr, gateway_ip=sn.gateway_ip)
+        for sn in found
+        if sn is not None
+    )
 
 
 def _listener(li: m.Listener, pool_ids: set[str]) -> s.ListenerSpec:

@@ -27,6 +27,7 @@ class EngineReport(_Report):
     loadbalancer_id: str
     revision: int  # the revision whose config the running HAProxy serves
     running: bool  # False: no HAProxy process serves this engine (crashed, never started)
+    lb_network_ip: str | None = None  # the engine's address on its network (the network driver's)
     listeners: dict[str, ListenerReport] = {}
     # pool id -> member id -> HAProxy's server status (UP, DOWN, MAINT, DRAIN, NOLB, "no check", ...).
     # A pool behind two listeners has two backends; the worse status of the two is reported.

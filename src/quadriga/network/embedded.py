@@ -566,7 +566,12 @@ def _seed_network(session: Session, project_id: str, name: str, cidr: str, **att
     create_subnet(session, network, project_id, SubnetSpec(cidr=cidr, ip_version=4, name=f"{name}-subnet"))
 
 
-def seed_defaults(session: Session, project_id: str) -> None:
+DEFAULT_CIDRS = {"private": "10.10.0.0/24", "public": "172.24.4.0/24"}
+# With the loopback network driver VIPs must be loopback addresses.
+LOOPBACK_CIDRS = {"private": "127.10.0.0/24", "public": "127.24.4.0/24"}
+
+
+def seed_defaults(session: Session, project_id: str, cidrs: dict[str, str] = DEFAULT_CIDRS) -> None:
     """Create devstack's two networks ("private" for tenants, "public" external and shared) so a fresh
     quadriga can create a load balancer at once. Idempotent: does nothing once "private" exists."""
     if session.get_bind().dialect.name == "postgresql":
@@ -574,5 +579,5 @@ def seed_defaults(session: Session, project_id: str) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(7243101)"))
     if session.scalar(select(m.Network.id).where(m.Network.name == "private").limit(1)):
         return
-    _seed_network(session, project_id, "private", "10.10.0.0/24")
-    _seed_network(session, project_id, "public", "172.24.4.0/24", shared=True, external=True)
+    _seed_network(session, project_id, "private", cidrs["private"])
+    _seed_network(session, project_id, "public", cidrs["public"], shared=True, external=True)

@@ -22,7 +22,12 @@ class ProviderConflict(Conflict):
 
 
 class ApplyError(Exception):
-    """The data plane refused or could not take a change; the message says why."""
+    """The data plane could not take a change; the message says why. The controller retries it."""
+
+
+class RejectedChange(ApplyError):
+    """The data plane refused the change itself (its config is invalid there): retrying cannot help, so the
+    change goes to ERROR at once."""
 
 
 class ProviderDriver:

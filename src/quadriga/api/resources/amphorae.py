@@ -20,14 +20,6 @@ SPEC = listing.ListSpec(
     tagged=False,
 )
 
-AMPHORA_STATS_ZERO = {
-    "active_connections": 0,
-    "bytes_in": 0,
-    "bytes_out": 0,
-    "request_errors": 0,
-    "total_connections": 0,
-}
-
 
 def _get(request: Request, amphora_id: str) -> m.Amphora:
     with common.services(request).db.read() as session:
@@ -54,8 +46,11 @@ def get_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends
 @router.get("/v2/octavia/amphorae/{amphora_id}/stats")
 def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
-    amp = _get(request, amphora_id)
-    return {"amphora_stats": [{"id": amp.id, "loadbalancer_id": amp.load_balancer_id, **AMPHORA_STATS_ZERO}]}
+    with common.services(request).db.read() as session:
+        amp = session.get(m.Amphora, amphora_id)
+        if amp is None:
+            raise NotFound("Amphora", amphora_id)
+        return {"amphora_stats": views.amphora_statistics(session, amp)}
 
 
 @router.put("/v2/octavia/amphorae/{amphora_id}/config", status_code=202)

@@ -151,7 +151,7 @@ def listener_stats(listener_id: str, request: Request, ctx: RequestContext = Dep
     svc = common.services(request)
     with svc.db.read() as session:
         common.get_owned(session, m.Listener, listener_id, "Listener", ctx)
-        return {"stats": dict(views.STATS_ZERO)}
+        return {"stats": views.statistics(session, m.ListenerStatistics.listener_id == listener_id)}
 
 
 @router.post("/v2/lbaas/listeners", status_code=201)

@@ -139,7 +139,7 @@ def loadbalancer_stats(lb_id: str, request: Request, ctx: RequestContext = Depen
     svc = common.services(request)
     with svc.db.read() as session:
         common.get_owned(session, m.LoadBalancer, lb_id, "Load Balancer", ctx)
-        return {"stats": dict(views.STATS_ZERO)}
+        return {"stats": views.statistics(session, m.ListenerStatistics.load_balancer_id == lb_id)}
 
 
 @router.post("/v2/lbaas/loadbalancers", status_code=201)

@@ -1,0 +1,84 @@
+"""Small HTTP backends: members to put behind a load balancer in the demo, the tests and the benchmarks.
+
+Each answers every GET with its own name (body and `X-Backend` header), `/echo` with the request's headers
+as JSON (to see what the load balancer inserted), and `/status/<code>` with that status code. It binds with
+IP_FREEBIND, so it can listen on a network's gateway address before the network driver has created the
+bridge that holds it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Backend
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        status, body = 200, f"{self.server.name}\n".encode()
+        if self.path == "/echo":
+            body = json.dumps({k: v for k, v in self.headers.items()}, sort_keys=True).encode()
+        elif self.path.startswith("/status/") and self.path[8:].isdigit():
+            status = int(self.path[8:])
+        self.send_response(status)
+        self.send_header("X-Backend", self.server.name)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET  # noqa: N815
+    do_POST = do_GET  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        return
+
+
+class Backend(ThreadingHTTPServer):
+    """One backend; `port` 0 picks a free one. Use `start()` / `stop()`, or `with`."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
+        self.name = name
+        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        super().__init__((address, port), _Handler, bind_and_activate=False)
+        self.socket.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        try:
+            self.server_bind()
+            self.server_activate()
+        except OSError:
+            self.server_close()
+            raise
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> Backend:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self) -> Backend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Certificates: the control channel's PKI (`pki`); later the tenants' secret store."""

@@ -1,0 +1,91 @@
+"""Octavia's operating-status rules, applied to what HAProxy reports (quadriga.status.operating)."""
+
+from __future__ import annotations
+
+import pytest
+
+from quadriga import status
+from quadriga.db import models as m
+from quadriga.engine.report import EngineReport, ListenerReport
+
+
+def tree(*, monitor: bool = True, members: int = 3) -> m.LoadBalancer:
+    lb = m.LoadBalancer(id="lb", admin_state_up=True)
+    pool = m.Pool(id="pool", admin_state_up=True)
+    pool.members = [m.Member(id=f"m{n}", admin_state_up=True) for n in range(members)]
+    if monitor:
+        pool.health_monitor = m.HealthMonitor(id="hm", admin_state_up=True)
+    listener = m.Listener(id="li", admin_state_up=True, default_pool_id="pool")
+    lb.listeners = [listener]
+    lb.pools = [pool]
+    return lb
+
+
+def report(member_states: list[str], listener: str = "OPEN", running: bool = True) -> EngineReport:
+    return EngineReport(
+        engine_id="e",
+        loadbalancer_id="lb",
+        revision=1,
+        running=running,
+        listeners={"li": ListenerReport(status=listener)},
+        members={"pool": {f"m{n}": s for n, s in enumerate(member_states)}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("haproxy", "octavia"),
+    [
+        ("UP", "ONLINE"),
+        ("UP 1/3", "ONLINE"),
+        ("DOWN", "ERROR"),
+        ("DOWN 1/2", "ERROR"),
+        ("DRAIN", "DRAINING"),
+        ("NOLB", "DRAINING"),
+        ("MAINT", "OFFLINE"),
+        ("MAINT (via x/y)", "OFFLINE"),
+        ("no check", "NO_MONITOR"),
+        (None, "OFFLINE"),
+    ],
+)
+def test_member_status_words(haproxy, octavia):
+    assert status.member_operating(haproxy) == octavia
+
+
+def test_all_up_is_online_everywhere():
+    got = status.operating(tree(), report(["UP", "UP", "UP"]))
+    assert got == {"li": "ONLINE", "pool": "ONLINE", "m0": "ONLINE", "m1": "ONLINE", "m2": "ONLINE", "hm": "ONLINE"} | {
+        "lb": "ONLINE"
+    }
+
+
+def test_one_member_down_degrades_pool_and_load_balancer():
+    got = status.operating(tree(), report(["UP", "DOWN", "UP"]))
+    assert (got["m1"], got["pool"], got["lb"]) == ("ERROR", "DEGRADED", "DEGRADED")
+
+
+def test_every_member_down_is_pool_and_load_balancer_error():
+    got = status.operating(tree(), report(["DOWN", "DOWN", "MAINT"]))
+    assert (got["pool"], got["lb"], got["m2"]) == ("ERROR", "ERROR", "OFFLINE")
+
+
+def test_full_listener_is_degraded():
+    got = status.operating(tree(), report(["UP", "UP", "UP"], listener="FULL"))
+    assert (got["li"], got["lb"]) == ("DEGRADED", "DEGRADED")
+
+
+def test_no_engine_running_is_load_balancer_error_and_children_offline():
+    got = status.operating(tree(), None)
+    assert got["lb"] == "ERROR"
+    assert {got[k] for k in ("li", "pool", "m0", "hm")} == {"OFFLINE"}
+
+
+def test_disabled_load_balancer_is_offline():
+    lb = tree()
+    lb.admin_state_up = False
+    assert status.operating(lb, report(["UP"] * 3))["lb"] == "OFFLINE"
+
+
+def test_pool_no_listener_reaches_is_offline():
+    lb = tree()
+    got = status.operating(lb, report([]).model_copy(update={"members": {}}))
+    assert (got["pool"], got["m0"], got["lb"]) == ("OFFLINE", "OFFLINE", "ONLINE")
