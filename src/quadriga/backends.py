@@ -19,7 +19,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Backend
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         status, body = 200, f"{self.server.name}\n".encode()
         if self.path == "/echo":
             body = json.dumps({k: v for k, v in self.headers.items()}, sort_keys=True).encode()
@@ -31,10 +31,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_HEAD = do_GET  # noqa: N815
-    do_POST = do_GET  # noqa: N815
+    do_HEAD = do_GET
+    do_POST = do_GET
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

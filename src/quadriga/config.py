@@ -122,7 +122,9 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
     if settings.auth_strategy not in ("noauth", "header"):
         raise ConfigError(f"auth_strategy must be noauth or header, not {settings.auth_strategy!r}")
     if settings.network_driver not in NETWORK_DRIVERS:
-        raise ConfigError(f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}")
+        raise ConfigError(
+            f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}"
+        )
     return settings
 
 

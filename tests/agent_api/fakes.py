@@ -8,8 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from quadriga.agent.agent import EngineRejected, StaleRevision
-
+from quadriga.agent.engine import EngineRejected, StaleRevision
 from quadriga.certs import pki
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import ID_PATTERN, EngineSpec
@@ -43,7 +42,7 @@ class FakeAgent:
             if running is not None and spec.revision < running.revision:
                 raise StaleRevision(f"engine {engine_id} runs revision {running.revision}, not older {spec.revision}")
             if self.reject_with is not None:
-                raise EngineRejected(self.reject_with)
+                raise EngineRejected(engine_id, self.reject_with)
             report = EngineReport(
                 engine_id=engine_id, loadbalancer_id=spec.loadbalancer_id, revision=spec.revision, running=True
             )

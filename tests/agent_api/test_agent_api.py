@@ -12,6 +12,7 @@ from tests.agent_api.fakes import FakeAgent, spec, spec_json, ssl_context
 
 from quadriga.agent.api import AgentServer
 from quadriga.agent.client import AgentClient, AgentRejected, AgentStale, AgentUnavailable
+from quadriga.network.drivers.base import NetworkError
 
 MIB = 1024 * 1024
 
@@ -146,6 +147,13 @@ def test_a_config_haproxy_rejects_is_422_with_its_reason(http: httpx.Client, cli
         client.apply("engine-1", spec(revision=2))
     assert (caught.value.status, caught.value.message) == (422, agent.reject_with)
     assert agent.engines["engine-1"].revision == 1  # the old config keeps running
+
+
+def test_a_network_failure_is_503_and_retryable(http: httpx.Client, client: AgentClient, agent: FakeAgent) -> None:
+    agent.fail_with = NetworkError("ip link add failed: File exists")
+    assert "File exists" in _fault(http.put("/v1/engines/engine-1", json=spec_json()), 503)
+    with pytest.raises(AgentUnavailable, match="File exists"):
+        client.apply("engine-1", spec())
 
 
 def test_an_agent_failure_is_500_and_retryable(http: httpx.Client, client: AgentClient, agent: FakeAgent) -> None:

@@ -5,7 +5,8 @@ past the handshake, so every request that reaches a handler comes from the contr
 untrusted input (they carry tenants' values), so they are size-limited and validated as an `EngineSpec`,
 and every error answers with Octavia's fault body and a 4xx, never a 500.
 
-    PUT    /v1/engines/{id}   EngineSpec -> EngineReport   (400 bad spec, 409 stale, 413 too big, 422 rejected)
+    PUT    /v1/engines/{id}   EngineSpec -> EngineReport   (400 bad spec, 409 stale, 413 too big, 422 rejected,
+                                                          503 the network driver failed)
     GET    /v1/engines        {"engines": [EngineReport, ...]}
     GET    /v1/engines/{id}   EngineReport (404 unknown)
     DELETE /v1/engines/{id}   204, also for an unknown engine
@@ -31,11 +32,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from quadriga.agent.agent import EngineRejected, StaleRevision
+from quadriga.agent.engine import EngineRejected, StaleRevision
 from quadriga.api.errors import fault
 from quadriga.certs.pki import Bundle, not_after
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
+from quadriga.network.drivers.base import NetworkError
 
 log = logging.getLogger("quadriga.agent")
 
@@ -121,7 +123,10 @@ def create_app(agent: AgentLike, identity: Identity, *, max_body: int = MAX_BODY
             return fault(409, str(exc) or f"revision {spec.revision} is older than the running one")
         except EngineRejected as exc:
             outcome = "rejected"
-            return fault(422, str(exc) or "HAProxy rejected the configuration")
+            return fault(422, exc.reason)
+        except NetworkError as exc:  # plugging failed; the engine serves what it did, and a retry may work
+            outcome = "network-error"
+            return fault(503, f"The network driver failed: {exc}")
         except ValueError as exc:  # the agent's word for a bad engine id
             outcome = "invalid"
             return fault(400, str(exc))

@@ -1,0 +1,161 @@
+"""The agent: the set of engines on this host, under `<state dir>/engines/<engine id>/`, and the network
+driver that plugs them.
+
+Calls for one engine are serialized by a lock of its own; different engines proceed in parallel. An
+engine's HAProxy runs daemonized and outlives the agent process: a new agent `recover()`s the engines it
+finds on disk (adopting the live ones, restarting the dead ones from the spec they last served), while
+`shutdown()` takes everything down (processes, network plumbing, files)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from quadriga.agent.engine import Engine, EngineRejected, StaleRevision
+from quadriga.agent.haproxy import HaproxyError
+from quadriga.engine.regex import haproxy_binary
+from quadriga.engine.render import RenderOptions
+from quadriga.engine.report import EngineReport
+from quadriga.engine.spec import ID_PATTERN, EngineSpec
+from quadriga.network.drivers.base import NetworkDriver, NetworkError
+
+__all__ = ["Agent", "EngineRejected", "StaleRevision"]
+
+log = logging.getLogger("quadriga.agent")
+
+ENGINES = "engines"
+
+
+class Agent:
+    """This host's engines. Thread-safe."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        network: NetworkDriver,
+        *,
+        haproxy: str | None = None,
+        options: RenderOptions | None = None,
+    ) -> None:
+        self.engines_dir = Path(state_dir).absolute() / ENGINES
+        self.network = network
+        binary = haproxy or haproxy_binary()
+        if binary is None:
+            raise HaproxyError("HAProxy is not installed: install it (`apt-get install -y haproxy`) or pass its path")
+        self.haproxy = binary
+        self.options = options or RenderOptions()
+        self._lock = threading.Lock()  # guards _engines
+        self._engines: dict[str, tuple[Engine, threading.Lock]] = {}
+
+    # --- the engine API --------------------------------------------------------------------------------
+
+    def apply(self, engine_id: str, spec: EngineSpec) -> EngineReport:
+        """Make engine `engine_id` serve `spec` (creating it if new). Raises StaleRevision, EngineRejected
+        or NetworkError; the engine then serves what it served before."""
+        with self._locked(engine_id, create=True) as engine:
+            assert engine is not None
+            return engine.apply(spec)
+
+    def remove(self, engine_id: str) -> None:
+        """Stop the engine's HAProxy, unplug it and delete its files. Idempotent."""
+        with self._locked(engine_id, create=False) as engine:
+            if engine is None:
+                self.network.unplug(engine_id)
+                return
+            engine.remove()
+            with self._lock:
+                del self._engines[engine_id]
+
+    def report(self, engine_id: str) -> EngineReport | None:
+        """The engine's report; None for an engine that does not exist or never served a spec."""
+        with self._locked(engine_id, create=False) as engine:
+            return None if engine is None else engine.report()
+
+    def reports(self) -> list[EngineReport]:
+        """The reports of every engine that serves a spec."""
+        with self._lock:
+            engine_ids = sorted(self._engines)
+        return [r for r in map(self.report, engine_ids) if r is not None]
+
+    # --- the agent's own life --------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, str]:
+        """Take over the engines a previous agent process left on disk: adopt those whose HAProxy still
+        runs, restart the others from the spec they served (so their traffic comes back), remove those
+        that never served one. Returns what happened to each engine ("adopted", "restarted", "removed" or
+        "failed: <why>")."""
+        outcome: dict[str, str] = {}
+        for engine_id in self._engine_ids_on_disk():
+            try:
+                with self._locked(engine_id, create=True) as engine:
+                    assert engine is not None
+                    outcome[engine_id] = engine.recover()
+                    if engine.spec is None:
+                        with self._lock:
+                            del self._engines[engine_id]
+            except (EngineRejected, NetworkError, HaproxyError, ValueError) as exc:
+                outcome[engine_id] = f"failed: {exc}"
+            log.info("recover engine=%s: %s", engine_id, outcome[engine_id])
+        return outcome
+
+    def shutdown(self) -> None:
+        """Take every engine down (HAProxy, network, files) and clean up the network driver. Raises an
+        ExceptionGroup of what could not be removed, after trying everything."""
+        with self._lock:
+            engine_ids = set(self._engines)
+        errors: list[Exception] = []
+        for engine_id in sorted(engine_ids | set(self._engine_ids_on_disk())):
+            try:
+                self.remove(engine_id)
+            except (NetworkError, HaproxyError, OSError, ValueError) as exc:
+                log.error("shutdown: engine=%s not removed: %s", engine_id, exc)
+                errors.append(exc)
+        try:
+            self.network.cleanup()
+        except NetworkError as exc:
+            log.error("shutdown: network cleanup failed: %s", exc)
+            errors.append(exc)
+        if self.engines_dir.exists() and not any(self.engines_dir.iterdir()):
+            self.engines_dir.rmdir()
+        if errors:
+            raise ExceptionGroup("agent shutdown left something behind", errors)
+        log.info("agent shut down: %d engines removed", len(engine_ids))
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, engine_id: str, *, create: bool) -> Iterator[Engine | None]:
+        """The engine, with its lock held (None when it does not exist and `create` is false)."""
+        if not re.fullmatch(ID_PATTERN, engine_id):
+            raise ValueError(f"invalid engine id {engine_id!r}: it must match {ID_PATTERN}")
+        while True:
+            with self._lock:
+                entry = self._engines.get(engine_id)
+                directory = self.engines_dir / engine_id
+                if entry is None and (create or directory.is_dir()):
+                    engine = Engine(engine_id, directory, self.network, haproxy=self.haproxy, options=self.options)
+                    entry = self._engines[engine_id] = (engine, threading.Lock())
+            if entry is None:
+                yield None
+                return
+            with entry[1]:
+                with self._lock:
+                    current = self._engines.get(engine_id)
+                if current is entry:  # not removed while this call waited for the lock
+                    yield entry[0]
+                    return
+
+    def _engine_ids_on_disk(self) -> list[str]:
+        if not self.engines_dir.is_dir():
+            return []
+        found = []
+        for path in sorted(self.engines_dir.iterdir()):
+            if path.is_dir() and re.fullmatch(ID_PATTERN, path.name):
+                found.append(path.name)
+            else:
+                log.warning("ignoring %s: not an engine directory", path)
+        return found

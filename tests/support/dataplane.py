@@ -1,0 +1,143 @@
+"""End-to-end helpers: a `quadriga serve` with real engines, backends on its private network, and requests
+through real VIPs.
+
+Network safety: `check_target` refuses to send anything to an address that is neither loopback nor routed
+through a bridge this quadriga created (names starting with `qb`), so a test can never send traffic off this
+machine, even when something went wrong with the set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from tests.support.server import QuadrigaServer
+
+from quadriga.backends import Backend
+
+ACTIVE_TIMEOUT = 15.0
+
+
+def network_driver() -> str:
+    """netns where we can (root, as in CI), loopback otherwise."""
+    return "netns" if os.geteuid() == 0 else "loopback"
+
+
+def check_target(address: str) -> None:
+    """Fail unless `address` is loopback or reached through one of quadriga's own bridges."""
+    if ipaddress.ip_address(address).is_loopback:
+        return
+    route = subprocess.run(["ip", "route", "get", address], capture_output=True, text=True, timeout=10).stdout
+    words = route.split()
+    device = words[words.index("dev") + 1] if "dev" in words else ""
+    assert device.startswith("qb"), f"refusing to send traffic to {address}: it is routed via {route.strip()!r}"
+
+
+class Cloud:
+    """The Octavia API of one running quadriga, with helpers for load balancers that carry traffic."""
+
+    def __init__(self, server: QuadrigaServer) -> None:
+        self.server = server
+        self.api = httpx.Client(base_url=server.lb_url, timeout=30, trust_env=False)
+        self.net = httpx.Client(base_url=server.net_url, timeout=30, trust_env=False)
+        self.subnet = self.net.get("/v2.0/subnets", params={"name": "private-subnet"}).json()["subnets"][0]
+        self.gateway: str = self.subnet["gateway_ip"]
+        self._backends: list[Backend] = []
+
+    def close(self) -> None:
+        for backend in self._backends:
+            backend.stop()
+        self.api.close()
+        self.net.close()
+
+    # --- backends ------------------------------------------------------------------------------------
+    def backend(self, name: str, port: int = 0) -> Backend:
+        """An HTTP backend on the private network (the host's gateway address there), stopped at the end."""
+        backend = Backend(name, self.gateway, port).start()
+        self._backends.append(backend)
+        return backend
+
+    def member(self, backend: Backend, **fields: Any) -> dict[str, Any]:
+        return {"address": backend.address, "protocol_port": backend.port, "name": backend.name, **fields}
+
+    # --- the API -------------------------------------------------------------------------------------
+    def ok(self, response: httpx.Response, status: int) -> dict[str, Any]:
+        assert response.status_code == status, (response.status_code, response.text)
+        return response.json() if response.content else {}
+
+    def create_lb(self, **fields: Any) -> dict[str, Any]:
+        """POST a load balancer (a whole graph if `fields` has listeners/pools) and wait until ACTIVE."""
+        body = {"vip_subnet_id": self.subnet["id"], **fields}
+        lb = self.ok(self.api.post("/v2/lbaas/loadbalancers", json={"loadbalancer": body}), 201)["loadbalancer"]
+        return self.wait_active(lb["id"])
+
+    def wait_active(self, lb_id: str, timeout: float = ACTIVE_TIMEOUT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            lb = self.ok(self.api.get(f"/v2/lbaas/loadbalancers/{lb_id}"), 200)["loadbalancer"]
+            if lb["provisioning_status"] == "ACTIVE":
+                return lb
+            assert lb["provisioning_status"] != "ERROR", f"load balancer went to ERROR: {lb}"
+            assert time.monotonic() < deadline, f"load balancer not ACTIVE after {timeout}s: {lb}"
+            time.sleep(0.05)
+
+    def change(self, method: str, path: str, lb_id: str, body: Any = None, status: int = 200) -> dict[str, Any]:
+        """One API change, then wait until the load balancer is ACTIVE again (the change is live)."""
+        result = self.ok(self.api.request(method, path, json=body), status)
+        self.wait_active(lb_id)
+        return result
+
+    def delete_lb(self, lb_id: str) -> None:
+        r = self.api.delete(f"/v2/lbaas/loadbalancers/{lb_id}", params={"cascade": "true"})
+        assert r.status_code in (204, 404), r.text
+        deadline = time.monotonic() + ACTIVE_TIMEOUT
+        while self.api.get(f"/v2/lbaas/loadbalancers/{lb_id}").status_code != 404:
+            assert time.monotonic() < deadline, f"load balancer {lb_id} not deleted"
+            time.sleep(0.05)
+
+    def statuses(self, lb_id: str) -> dict[str, Any]:
+        return self.ok(self.api.get(f"/v2/lbaas/loadbalancers/{lb_id}/status"), 200)["statuses"]["loadbalancer"]
+
+    def wait_member_status(self, lb_id: str, want: dict[str, str], timeout: float = 15.0) -> dict[str, str]:
+        """Wait until the members named in `want` (name -> operating status) show those statuses."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tree = self.statuses(lb_id)
+            got = {
+                mb["name"]: mb["operating_status"]
+                for li in tree["listeners"]
+                for p in li["pools"]
+                for mb in p["members"]
+                if mb["name"] in want
+            }
+            if got == want:
+                return got
+            assert time.monotonic() < deadline, f"members are {got}, want {want}"
+            time.sleep(0.1)
+
+    # --- traffic -------------------------------------------------------------------------------------
+    def get(self, vip: str, port: int = 80, path: str = "/", **kw: Any) -> httpx.Response:
+        """One HTTP request through a VIP (new connection each time)."""
+        check_target(vip)
+        host = f"[{vip}]" if ":" in vip else vip
+        with httpx.Client(timeout=kw.pop("timeout", 5), trust_env=False, verify=False) as client:
+            return client.get(f"http://{host}:{port}{path}", **kw)
+
+    def answers(self, vip: str, count: int, port: int = 80, path: str = "/", **kw: Any) -> list[str]:
+        return [self.get(vip, port, path, **kw).text.strip() for _ in range(count)]
+
+
+@contextlib.contextmanager
+def running_cloud(**server_args: Any) -> Iterator[Cloud]:
+    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), **server_args)
+    with server:
+        cloud = Cloud(server)
+        try:
+            yield cloud
+        finally:
+            cloud.close()
