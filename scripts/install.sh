@@ -20,8 +20,12 @@ apt_install() {
   fi
 }
 
-apt_install python3 python3-venv python3-pip
-[ $want_tests = 1 ] && apt_install postgresql haproxy
+# HAProxy runs the engines; iproute2 builds the netns network; ping serves PING health monitors.
+apt_install python3 python3-venv python3-pip haproxy iproute2 iputils-ping
+[ $want_tests = 1 ] && apt_install postgresql
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  echo "warning: HAProxy is not installed and engines cannot run: apt-get install haproxy (as root)" >&2
+fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -10,6 +10,8 @@ Example config file:
 
     [network]
     port = 9696
+    private_cidr = "10.10.0.0/24"  # the subnets of the networks created at the first start
+    public_cidr = "172.24.4.0/24"  # (loopback driver: 127.10.0.0/24 and 127.24.4.0/24)
 
     [database]
     url = "postgresql://quadriga@127.0.0.1/quadriga"
@@ -25,6 +27,7 @@ Example config file:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -52,6 +55,8 @@ class Settings:
     provider_delay: float = 0.0
     poll_interval: float = 1.0
     network_driver: str = "auto"  # loopback, netns or auto (netns when root)
+    private_cidr: str | None = None  # the seeded networks' subnets (default: by network driver)
+    public_cidr: str | None = None
     agent_host: str = "127.0.0.1"  # where the in-process agent's mutual-TLS API listens
     agent_port: int = 9443
     collect_interval: float = 1.0  # seconds between two reads of the engines' statuses
@@ -77,6 +82,8 @@ FILE_KEYS = {
     ("api", "default_project"): "default_project",
     ("api", "provider"): "provider",
     ("network", "port"): "network_port",
+    ("network", "private_cidr"): "private_cidr",
+    ("network", "public_cidr"): "public_cidr",
     ("database", "url"): "database_url",
     ("state", "dir"): "state_dir",
     ("controller", "poll_interval"): "poll_interval",
@@ -121,6 +128,13 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
     settings.state_dir = Path(settings.state_dir).expanduser()
     if settings.auth_strategy not in ("noauth", "header"):
         raise ConfigError(f"auth_strategy must be noauth or header, not {settings.auth_strategy!r}")
+    for name in ("private_cidr", "public_cidr"):
+        value = getattr(settings, name)
+        if value is not None:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"{name} {value!r} is not a subnet: {exc}") from None
     if settings.network_driver not in NETWORK_DRIVERS:
         raise ConfigError(
             f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}"

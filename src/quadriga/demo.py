@@ -26,6 +26,7 @@ from quadriga.server import serve
 
 log = logging.getLogger("quadriga.demo")
 TIMEOUT = 30.0
+LISTENER_PORT = 80 if os.geteuid() == 0 else 8080  # ports below 1024 need root
 
 
 def run(settings: Settings) -> int:
@@ -67,7 +68,7 @@ def _scenario(settings: Settings, backends: list[Backend]) -> str:
                     {
                         "name": "http",
                         "protocol": "HTTP",
-                        "protocol_port": 80,
+                        "protocol_port": LISTENER_PORT,
                         "default_pool": {
                             "name": "web",
                             "protocol": "HTTP",
@@ -95,7 +96,7 @@ def _scenario(settings: Settings, backends: list[Backend]) -> str:
         _step(f"POST /v2/lbaas/loadbalancers: load balancer {lb['id']} with VIP {lb['vip_address']}")
         lb = _wait(api, lb["id"])
         _step(f"ACTIVE and every member ONLINE after {time.monotonic() - started:.2f} s")
-        vip = f"http://{lb['vip_address']}:80/"
+        vip = f"http://{lb['vip_address']}:{LISTENER_PORT}/"
         answers = []
         with httpx.Client(timeout=5, trust_env=False) as web:
             for _ in range(6):

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -26,6 +27,7 @@ from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.network import embedded
 from quadriga.network.api import create_app as create_network_app
+from quadriga.network.drivers.netns import instance_for
 from quadriga.providers.base import ProviderDriver
 from quadriga.providers.engine import EngineProvider
 from quadriga.providers.noop import NoopProvider
@@ -58,9 +60,11 @@ class DataPlane:
         self.agents = {LOCAL_AGENT: self.client}
         self.cert_expiration = not_after(self.host.bundle.cert.read_bytes()).replace(tzinfo=None)
 
-    @property
-    def seed_cidrs(self) -> dict[str, str]:
-        return embedded.LOOPBACK_CIDRS if self.host.driver.name == "loopback" else embedded.DEFAULT_CIDRS
+    def seed_cidrs(self, settings: Settings) -> dict[str, str]:
+        """The subnets of the networks created at the first start: loopback VIPs need 127/8."""
+        cidrs = embedded.LOOPBACK_CIDRS if self.host.driver.name == "loopback" else embedded.DEFAULT_CIDRS
+        given = {"private": settings.private_cidr, "public": settings.public_cidr}
+        return cidrs | {name: cidr for name, cidr in given.items() if cidr}
 
     def providers(self, db: Database, settings: Settings) -> dict[str, ProviderDriver]:
         engine = EngineProvider(
@@ -136,11 +140,16 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     dataplane = DataPlane(settings)
     try:
-        db = prepare_database(settings, dataplane.seed_cidrs)
+        db = prepare_database(settings, dataplane.seed_cidrs(settings))
     except Exception:
         dataplane.stop()
         raise
-    reconciler = Reconciler(db, dataplane.providers(db, settings), poll_interval=settings.poll_interval)
+    reconciler = Reconciler(
+        db,
+        dataplane.providers(db, settings),
+        poll_interval=settings.poll_interval,
+        owner=f"serve@{socket.gethostname()}:{instance_for(settings.state_dir)}",
+    )
     collector = StatusCollector(
         db, dataplane.agents, interval=settings.collect_interval, wake_reconciler=reconciler.wake
     )

@@ -26,6 +26,16 @@ def state() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def own_server(state: Path) -> QuadrigaServer:
+    """A server of its own, on a private subnet that the session's server (tests/e2e/conftest.py) does not use."""
+    return QuadrigaServer(
+        provider="amphora",
+        network_driver=network_driver(),
+        state_dir=state,
+        extra_args=["--private-cidr", "127.232.0.0/24" if network_driver() == "loopback" else "10.232.0.0/24"],
+    )
+
+
 def haproxy_pids(state_dir: Path) -> list[int]:
     """HAProxy processes whose command line names a file under `state_dir`."""
     pids = []
@@ -74,7 +84,7 @@ def simple_graph(cloud: Cloud, name: str) -> dict:
 
 
 def test_stopping_serve_leaves_nothing_behind(state: Path):
-    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), state_dir=state)
+    server = own_server(state)
     with server:
         cloud = Cloud(server)
         try:
@@ -93,7 +103,7 @@ def test_stopping_serve_leaves_nothing_behind(state: Path):
 
 
 def test_deleting_a_load_balancer_removes_its_engine(state: Path):
-    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), state_dir=state)
+    server = own_server(state)
     with server:
         cloud = Cloud(server)
         try:
@@ -114,7 +124,7 @@ def test_deleting_a_load_balancer_removes_its_engine(state: Path):
 
 @pytest.mark.parametrize("moment", [0.0, 0.05, 0.3])
 def test_sigkill_of_serve_is_repaired_by_a_restart(state: Path, moment: float):
-    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), state_dir=state)
+    server = own_server(state)
     with server:
         cloud = Cloud(server)
         try:

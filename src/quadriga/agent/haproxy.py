@@ -33,6 +33,7 @@ MASTER_SOCKET = "master.sock"
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 COMMAND_TIMEOUT = 30.0  # `haproxy -c` and the daemonizing start take ~10-20 ms here
 POLL_INTERVAL = 0.01
+SETTLE_TRIES = 50  # times POLL_INTERVAL: how long a re-executing master may look like no process
 _LEVEL = re.compile(r"^\[(ALERT|WARNING)\]\s+\(\d+\) : ")
 
 
@@ -85,12 +86,22 @@ class Haproxy:
     # --- processes -------------------------------------------------------------------------------------
 
     def master_pid(self) -> int | None:
-        """The master's pid from the pid file, if that process is our HAProxy and alive."""
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if self._is_ours(pid) else None
+        """The master's pid from the pid file, if that process is our HAProxy and alive. The master
+        re-executes itself at start and on every reload: for a moment its pid file is empty and its
+        cmdline too, and such an in-between answer is read again until it settles."""
+        for _ in range(SETTLE_TRIES):
+            try:
+                fields = self.pid_file.read_text().split()
+            except OSError:
+                return None
+            if fields:
+                pid = int(fields[0]) if fields[0].isdigit() else -1
+                if self._is_ours(pid):
+                    return pid
+                if not _reexecuting(pid):
+                    return None
+            time.sleep(POLL_INTERVAL)
+        return None
 
     def processes(self) -> list[int]:
         """Every live process (master, current and old workers) that runs HAProxy with our config."""
@@ -123,14 +134,13 @@ class Haproxy:
             raise HaproxyError(f"haproxy already runs for {self.directory}")
         # A server-state file describes a live process; a fresh start must not inherit a stale one.
         write_atomic(self.paths.server_state_file, EMPTY_SERVER_STATE)
+        self.pid_file.unlink(missing_ok=True)  # written by the daemon a moment after the launcher exits
         argv = [*self.command_prefix, self.binary, "-W", "-D", "-p", str(self.pid_file)]
         argv += ["-S", f"unix@{self.master_socket}", "-f", str(self.config)]
         result = self._run(argv)
         if result.returncode != 0:
             raise HaproxyError(_messages(result.stdout, self.directory) or f"haproxy exited with {result.returncode}")
-        master = self.master_pid()
-        if master is None:
-            raise HaproxyError(f"haproxy started but its pid file {self.pid_file} names no live haproxy")
+        master = self._wait_master()
         worker = self._wait_serving(master, None)
         log.info("started haproxy master=%s worker=%s dir=%s", master, worker, self.directory)
         return worker
@@ -152,9 +162,9 @@ class Haproxy:
     def stop(self, grace: float = 3.0, kill_after: float = 2.0) -> None:
         """Soft-stop (SIGUSR1: finish the requests in flight), SIGTERM after `grace` seconds, SIGKILL
         `kill_after` seconds later; then remove the pid file and sockets."""
-        pids = self.processes()
+        master = self.master_pid()
+        pids = sorted(set(self.processes()) | ({master} if master else set()))
         if pids:
-            master = self.master_pid()
             self._signal([master] if master else pids, signal.SIGUSR1)
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_after), (None, kill_after)):
                 if self._wait_gone(pids, wait):
@@ -187,11 +197,19 @@ class Haproxy:
 
     def _wait_gone(self, pids: Sequence[int], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while any(self._is_ours(pid) for pid in pids):
+        while any(self._is_ours(pid) or _reexecuting(pid) for pid in pids):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(POLL_INTERVAL * 5)
         return True
+
+    def _wait_master(self) -> int:
+        deadline = time.monotonic() + self.wait_timeout
+        while (master := self.master_pid()) is None:
+            if time.monotonic() >= deadline:
+                raise HaproxyError(f"haproxy started, but {self.pid_file} names no live haproxy")
+            time.sleep(POLL_INTERVAL)
+        return master
 
     def _save_server_state(self, carry_state: Callable[[str], str] | None) -> None:
         try:
@@ -240,6 +258,14 @@ class Haproxy:
                 raise HaproxyError(f"cannot run {argv[0]}: {exc}") from exc
             out.seek(0)
             return subprocess.CompletedProcess(argv, result.returncode, out.read().decode(errors="replace"))
+
+
+def _reexecuting(pid: int) -> bool:
+    """A live process with an empty cmdline: what a master looks like while it re-executes itself."""
+    try:
+        return _alive(pid) and not Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -36,10 +36,14 @@ class Reconciler:
         max_attempts: int = 5,
         poll_interval: float = 1.0,
         batch_size: int = 50,
+        owner: str | None = None,
     ) -> None:
         self.db = db
         self.providers = providers
-        self.owner = f"controller-{uuid.uuid4().hex[:8]}"
+        # A stable `owner` (one per controller identity) lets a restarted controller take back at once the
+        # leases its killed predecessor held, instead of waiting for them to expire.
+        self.owner = owner or f"controller-{uuid.uuid4().hex[:8]}"
+        self.reclaim = owner is not None
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.poll_interval = poll_interval
@@ -64,6 +68,8 @@ class Reconciler:
 
     def _run(self) -> None:
         log.info("reconciler %s started", self.owner)
+        if self.reclaim:
+            self._reclaim_leases()
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -71,6 +77,16 @@ class Reconciler:
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("reconcile pass failed")
             self._wake.wait(self.poll_interval)
+
+    def _reclaim_leases(self) -> None:
+        with self.db.write() as session:
+            taken = session.execute(
+                update(m.LoadBalancer)
+                .where(m.LoadBalancer.lease_owner == self.owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            ).rowcount
+        if taken:
+            log.warning("took back %d lease(s) a previous run of controller %s left behind", taken, self.owner)
 
     # --- one pass ----------------------------------------------------------------------------------
     def run_once(self) -> int:
