@@ -13,7 +13,6 @@ the config again, without touching provisioning statuses."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 
 from sqlalchemy import select
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
+from quadriga.controller.loop import BackgroundLoop
 from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.engine.report import EngineReport, ListenerReport
@@ -31,7 +31,9 @@ log = logging.getLogger("quadriga.collector")
 COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 
 
-class StatusCollector:
+class StatusCollector(BackgroundLoop):
+    name = "collector"
+
     def __init__(
         self,
         db: Database,
@@ -40,29 +42,11 @@ class StatusCollector:
         interval: float = 1.0,
         wake_reconciler: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__(interval)
         self.db = db
         self.agents = agents
-        self.interval = interval
         self.wake_reconciler = wake_reconciler
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._unreachable: set[str] = set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="status-collector", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # keep collecting; the next pass tries again
-                log.exception("status collection failed")
 
     def run_once(self) -> int:
         """Collect every agent's reports and write what changed. Returns how many engines reported."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from quadriga import status
+from quadriga.controller.loop import BackgroundLoop
 from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
@@ -26,7 +26,9 @@ from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
 log = logging.getLogger("quadriga.controller")
 
 
-class Reconciler:
+class Reconciler(BackgroundLoop):
+    name = "reconciler"
+
     def __init__(
         self,
         db: Database,
@@ -38,6 +40,7 @@ class Reconciler:
         batch_size: int = 50,
         owner: str | None = None,
     ) -> None:
+        super().__init__(poll_interval)
         self.db = db
         self.providers = providers
         # A stable `owner` (one per controller identity) lets a restarted controller take back at once the
@@ -46,39 +49,12 @@ class Reconciler:
         self.reclaim = owner is not None
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
-        self.poll_interval = poll_interval
         self.batch_size = batch_size
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    def wake(self) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
+    def on_start(self) -> None:
         log.info("reconciler %s started", self.owner)
-        if self.reclaim:
-            self._reclaim_leases()
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.run_once()
-            except Exception:  # keep the loop alive; the next pass retries
-                log.exception("reconcile pass failed")
-            self._wake.wait(self.poll_interval)
-
-    def _reclaim_leases(self) -> None:
+        if not self.reclaim:
+            return
         with self.db.write() as session:
             taken = session.execute(
                 update(m.LoadBalancer)
