@@ -4,13 +4,15 @@ one."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.agent.helpers import PORT, answers, client, listener, make_spec, member, new_vip
+from tests.agent.helpers import PORT, answers, client, haproxy_pids_under, listener, make_spec, member, new_vip
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.engine import EngineRejected, StaleRevision
@@ -179,3 +181,64 @@ def test_reloads_under_keep_alive_traffic_lose_no_request(agent: Agent, backends
     assert results["errors"] == []
     assert results["ok"] > 100
     assert served_by(state_dir)[0] == master and served_by(state_dir)[1] != first_worker
+
+
+@pytest.fixture
+def taken_port() -> Iterator[tuple[str, int]]:
+    """An address and port some other program holds (no SO_REUSEPORT, so HAProxy cannot bind it too)."""
+    vip = new_vip()
+    with socket.socket() as sock:
+        sock.bind((vip, PORT + 5))
+        sock.listen()
+        yield vip, PORT + 5
+
+
+def test_a_config_the_master_cannot_load_is_rolled_back(agent: Agent, backends, state_dir: Path, taken_port) -> None:
+    vip, port = taken_port
+    members = [member(b) for b in backends(2)]
+    agent.apply(ENGINE, make_spec(vip, members))
+    master, worker = served_by(state_dir)
+    config = (state_dir / "engines" / ENGINE / "haproxy.cfg").read_text()
+
+    # haproxy -c accepts it (it binds nothing), but the master cannot bind the port when it loads it.
+    with pytest.raises(EngineRejected, match="could not load"):
+        agent.apply(ENGINE, make_spec(vip, members, revision=2, listeners=[listener(), listener("alt", port)]))
+
+    assert served_by(state_dir) == (master, worker)
+    assert (state_dir / "engines" / ENGINE / "haproxy.cfg").read_text() == config
+    assert set(answers(vip, 4)) == {"b0", "b1"}
+    report = agent.report(ENGINE)
+    assert report is not None and report.revision == 1 and "could not load" in (report.error or "")
+    # The master took the failure in its stride: the next good spec reloads as usual.
+    agent.apply(ENGINE, make_spec(vip, members, revision=3, listeners=[listener(), listener("alt", port + 1)]))
+    assert served_by(state_dir)[0] == master
+    assert set(answers(vip, 4, port=port + 1)) == {"b0", "b1"}
+
+
+def test_an_engine_that_cannot_start_leaves_nothing_running(
+    agent: Agent, backends, state_dir: Path, taken_port
+) -> None:
+    vip, port = taken_port
+    with pytest.raises(EngineRejected, match="cannot bind|Starting frontend"):
+        agent.apply(ENGINE, make_spec(vip, [member(b) for b in backends(1)], listeners=[listener(port=port)]))
+
+    assert agent.report(ENGINE) is None
+    assert haproxy_pids_under(state_dir) == []
+
+
+def test_when_the_runtime_api_refuses_a_change_a_reload_makes_it(agent: Agent, backends, state_dir: Path) -> None:
+    vip, (b0, b1) = new_vip(), backends(2)
+
+    def with_cookies(spec: s.EngineSpec) -> s.EngineSpec:
+        pool = spec.pools[0].model_copy(update={"session_persistence": s.SessionPersistenceSpec(type="HTTP_COOKIE")})
+        return spec.model_copy(update={"pools": (pool,)})
+
+    agent.apply(ENGINE, with_cookies(make_spec(vip, [member(b0)])))
+    master, worker = served_by(state_dir)
+
+    # HAProxy 2.6 takes no `cookie` on a dynamic server: `add server` fails, and the agent reloads instead.
+    agent.apply(ENGINE, with_cookies(make_spec(vip, [member(b0), member(b1)], revision=2)))
+
+    assert served_by(state_dir)[0] == master and served_by(state_dir)[1] != worker
+    # A new client for each request: no persistence cookie yet, so round robin shows both members.
+    assert {answers(vip, 1)[0] for _ in range(4)} == {"b0", "b1"}

@@ -98,6 +98,7 @@ class Engine:
         running = self.haproxy.master_pid() is not None
         if running and spec == current:
             log.info("engine=%s revision=%s already served", self.engine_id, spec.revision)
+            self.error = None
             return self._report(spec)
         if current is not None and spec.revision == current.revision and spec != current:
             log.warning("engine=%s revision=%s changed content under the same revision", self.engine_id, spec.revision)

@@ -152,7 +152,10 @@ class Haproxy:
         master = self.master_pid()
         if master is None:
             raise HaproxyError(f"haproxy does not run for {self.directory}")
-        before = self.master_cli.show_proc()
+        try:
+            before = self.master_cli.show_proc()
+        except RuntimeApiError as exc:
+            raise HaproxyError(f"haproxy's master does not answer, so it is not reloaded: {exc}") from exc
         self._save_server_state(carry_state)
         os.kill(master, signal.SIGUSR2)
         worker = self._wait_serving(master, before)
@@ -221,8 +224,8 @@ class Haproxy:
         write_atomic(self.paths.server_state_file, carry_state(state) if carry_state else state)
 
     def _wait_serving(self, master: int, before: Processes | None) -> int:
-        """Wait until a worker that did not exist `before` answers on the stats socket. (The master keeps
-        its pid through a reload, but rewrites the pid file, so it is followed by pid.)"""
+        """Wait until a worker that did not exist `before` answers on the stats socket. The master is watched
+        by pid: while it re-executes itself it has neither a pid file nor a cmdline for a moment."""
         deadline = time.monotonic() + self.wait_timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
