@@ -32,6 +32,8 @@ from quadriga.engine.render import (
     backend_name,
     backends_of_pool,
     fetch_arg,
+    ping_check_path,
+    prune_support_files,
     quote,
     render,
     server_params,
@@ -515,7 +517,8 @@ def test_ping_monitor_is_an_external_check(check, tmp_path):
     assert "external-check" in section(config, "global")
     assert "insecure-fork-wanted" in section(config, "global")
     be = section(config, f"backend {p.id}:{li.id}")
-    script = tmp_path / "files" / "ping-check"
+    script = ping_check_path(spec, EnginePaths.under(tmp_path))
+    assert script.parent == tmp_path / "files" and script.name.startswith("ping-check-")
     assert "option external-check" in be
     assert f"external-check command {script}" in be
     assert all(" addr " not in x and " port " not in x for x in be if x.startswith("server"))
@@ -525,6 +528,20 @@ def test_ping_monitor_is_an_external_check(check, tmp_path):
     assert members[0].id not in text
     # The script is valid shell.
     subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_ping_script_is_named_after_its_content_and_pruned_when_unused(tmp_path):
+    paths = EnginePaths.under(tmp_path)
+    p1 = pool("TCP", health_monitor=hm("PING"))
+    first = engine((listener("TCP", 80, p1),), (p1,))
+    p2 = pool("TCP", health_monitor=hm("PING"), members=(member(monitor_address="127.0.0.9"),))
+    second = engine((listener("TCP", 80, p2),), (p2,))
+    write_support_files(first, paths)
+    write_support_files(second, paths)
+    assert ping_check_path(first, paths) != ping_check_path(second, paths)
+    assert ping_check_path(first, paths).exists() and ping_check_path(second, paths).exists()
+    prune_support_files(second, paths)
+    assert not ping_check_path(first, paths).exists() and ping_check_path(second, paths).exists()
 
 
 def test_members(check):

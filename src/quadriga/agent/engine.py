@@ -35,6 +35,7 @@ from quadriga.engine.render import (
     RenderOptions,
     backend_name,
     backends_of_pool,
+    prune_support_files,
     render,
     server_params,
     write_support_files,
@@ -168,6 +169,7 @@ class Engine:
             log.error("engine=%s revision=%s not loaded by haproxy: %s", self.engine_id, spec.revision, exc)
             self._roll_back(previous, running)
             raise EngineRejected(self.engine_id, f"HAProxy did not load revision {spec.revision}: {exc}") from exc
+        prune_support_files(spec, self.haproxy.paths)
 
     def _roll_back(self, previous: str | None, running: bool) -> None:
         if previous is None:

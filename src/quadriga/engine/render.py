@@ -39,6 +39,7 @@ Design choices (the why lives here, next to the code):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import resource
@@ -325,7 +326,9 @@ def _acl(rule: Any) -> dict[str, Any]:
     return {"name": _acl_name(rule.id), "fetch": quote(fetch), "flags": " ".join(flags), "value": quote(rule.value)}
 
 
-def _backend(pool: PoolSpec, listener: ListenerSpec, options: RenderOptions, paths: EnginePaths) -> dict[str, Any]:
+def _backend(
+    pool: PoolSpec, listener: ListenerSpec, spec: EngineSpec, options: RenderOptions, paths: EnginePaths
+) -> dict[str, Any]:
     mode = _backend_mode(pool, listener.protocol)
     persistence: list[str] = []
     sp = pool.session_persistence
@@ -352,7 +355,7 @@ def _backend(pool: PoolSpec, listener: ListenerSpec, options: RenderOptions, pat
         "persistence": persistence,
         "timeout_connect": _ms(listener.timeout_member_connect, DEFAULT_TIMEOUT_MEMBER_CONNECT),
         "timeout_server": _ms(listener.timeout_member_data, DEFAULT_TIMEOUT_MEMBER_DATA),
-        "monitor": _monitor(pool, paths),
+        "monitor": _monitor(pool, spec, paths),
         "servers": [
             {
                 "name": m.id,
@@ -364,7 +367,7 @@ def _backend(pool: PoolSpec, listener: ListenerSpec, options: RenderOptions, pat
     }
 
 
-def _monitor(pool: PoolSpec, paths: EnginePaths) -> dict[str, Any] | None:
+def _monitor(pool: PoolSpec, spec: EngineSpec, paths: EnginePaths) -> dict[str, Any] | None:
     hm = pool.health_monitor
     if hm is None or not hm.admin_state_up:
         return None
@@ -382,7 +385,7 @@ def _monitor(pool: PoolSpec, paths: EnginePaths) -> dict[str, Any] | None:
             expect = "rstatus " + quote("^(" + "|".join(str(code) for code in codes) + ")$")
         view.update(send=send, expect=expect)
     elif hm.type == "PING":
-        view["command"] = quote(str(paths.extra_dir / PING_CHECK))
+        view["command"] = quote(str(ping_check_path(spec, paths)))
     return view
 
 
@@ -406,7 +409,9 @@ def _view(spec: EngineSpec, paths: EnginePaths, options: RenderOptions) -> dict[
     pools = {p.id: p for p in spec.pools}
     frontends = [_frontend(li, spec, options, maxconn) for li in spec.listeners]
     backends = [
-        _backend(pools[pool_id], li, options, paths) for li in spec.listeners for pool_id in _listener_pools(li, spec)
+        _backend(pools[pool_id], li, spec, options, paths)
+        for li in spec.listeners
+        for pool_id in _listener_pools(li, spec)
     ]
     return {
         "spec": spec,
@@ -455,8 +460,24 @@ def support_files(spec: EngineSpec, paths: EnginePaths) -> dict[Path, SupportFil
     """Files the rendered config refers to, by absolute path."""
     files = {paths.server_state_file: SupportFile(EMPTY_SERVER_STATE, overwrite=False)}
     if _uses_ping(spec):
-        files[paths.extra_dir / PING_CHECK] = SupportFile(_ping_script(spec), mode=0o700)
+        files[ping_check_path(spec, paths)] = SupportFile(_ping_script(spec), mode=0o700)
     return files
+
+
+def ping_check_path(spec: EngineSpec, paths: EnginePaths) -> Path:
+    """The PING check script's path, named after its content: writing the script for a config that is then
+    rejected never changes what the running config executes."""
+    digest = hashlib.sha256(_ping_script(spec).encode()).hexdigest()[:12]
+    return paths.extra_dir / f"{PING_CHECK}-{digest}"
+
+
+def prune_support_files(spec: EngineSpec, paths: EnginePaths) -> None:
+    """Remove support files the config now running (`spec`'s) no longer refers to."""
+    keep = set(support_files(spec, paths))
+    if paths.extra_dir.is_dir():
+        for path in paths.extra_dir.iterdir():
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
 
 def write_support_files(spec: EngineSpec, paths: EnginePaths) -> None:
