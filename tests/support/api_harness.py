@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -21,6 +21,7 @@ from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.network import embedded
+from quadriga.providers.base import ProviderDriver
 from quadriga.providers.noop import NoopProvider
 
 PROJECT = "project-a"
@@ -113,12 +114,17 @@ class Api:
         return obj
 
 
-def make_api(tmp_path, auth: str = "noauth", quotas: dict | None = None) -> Iterator[Api]:
+def make_api(
+    tmp_path,
+    auth: str = "noauth",
+    quotas: dict | None = None,
+    extra_providers: Callable[[Database], dict[str, ProviderDriver]] | None = None,
+) -> Iterator[Api]:
     db = _database(tmp_path)
     upgrade(db.engine)
     with db.write() as s:
         embedded.seed_defaults(s, PROJECT)
-    providers = {"noop": NoopProvider()}
+    providers = {"noop": NoopProvider()} | (extra_providers(db) if extra_providers else {})
     reconciler = Reconciler(db, providers, poll_interval=0.2)
     defaults = {"loadbalancer": -1, "listener": -1, "pool": -1, "healthmonitor": -1, "member": -1}
     defaults |= {"l7policy": -1, "l7rule": -1} | (quotas or {})

@@ -270,6 +270,8 @@ def status_tree(lb: m.LoadBalancer) -> dict[str, Any]:
                 "name": _text(lb.name),
                 "provisioning_status": lb.provisioning_status,
                 "operating_status": lb.operating_status,
+                # quadriga's addition: why the last change went to ERROR (None when it did not)
+                "status_reason": lb.status_reason,
                 "listeners": listeners,
             }
         }

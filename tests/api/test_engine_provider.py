@@ -1,0 +1,147 @@
+"""The engine provider's contract with the controller, against a scripted agent: placement is recorded
+before the push, a config the agent refuses goes to ERROR at once with its reason, an unreachable agent is
+retried, and a delete removes the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select, update
+from tests.support.api_harness import Api, make_api
+
+from quadriga.agent.client import AgentRejected, AgentUnavailable
+from quadriga.db import models as m
+from quadriga.engine.report import EngineReport
+from quadriga.engine.spec import EngineSpec
+from quadriga.providers.engine import EngineProvider
+
+LB = "/v2/lbaas/loadbalancers"
+
+
+class ScriptedAgent:
+    """Answers apply() from a script of outcomes (None = accept); records what it was sent."""
+
+    def __init__(self) -> None:
+        self.script: list[Exception | None] = []
+        self.applied: list[tuple[str, EngineSpec]] = []
+        self.removed: list[str] = []
+
+    def apply(self, engine_id: str, spec: EngineSpec) -> EngineReport:
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        self.applied.append((engine_id, spec))
+        return EngineReport(
+            engine_id=engine_id, loadbalancer_id=spec.loadbalancer_id, revision=spec.revision, running=True
+        )
+
+    def remove(self, engine_id: str) -> None:
+        self.removed.append(engine_id)
+
+    def reports(self) -> list[EngineReport]:
+        return []
+
+
+@pytest.fixture
+def agent() -> ScriptedAgent:
+    return ScriptedAgent()
+
+
+@pytest.fixture
+def api(tmp_path, agent: ScriptedAgent) -> Iterator[Api]:
+    yield from make_api(tmp_path, extra_providers=lambda db: {"amphora": EngineProvider(db, {"agent-1": agent})})
+
+
+def create(api: Api, **fields) -> dict:
+    body = {"vip_subnet_id": api.subnet_id(), "provider": "amphora", **fields}
+    return api.ok(api.post(LB, {"loadbalancer": body}), 201)["loadbalancer"]
+
+
+def amphorae(api: Api, lb_id: str) -> list[m.Amphora]:
+    with api.db.read() as s:
+        return list(s.scalars(select(m.Amphora).where(m.Amphora.load_balancer_id == lb_id)))
+
+
+def test_create_places_an_engine_and_pushes_the_whole_spec(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    (amp,) = amphorae(api, lb["id"])
+    assert (amp.status, amp.role, amp.compute_id, amp.applied_revision) == ("ALLOCATED", "STANDALONE", "agent-1", 1)
+    engine_id, spec = agent.applied[-1]
+    assert engine_id == amp.id and spec.loadbalancer_id == lb["id"] and spec.vips == (lb["vip_address"],)
+    assert spec.subnets[0].id == lb["vip_subnet_id"]
+    listed = api.ok(api.get("/v2/octavia/amphorae", params={"loadbalancer_id": lb["id"]}), 200)["amphorae"]
+    assert [a["id"] for a in listed] == [amp.id]
+
+
+def test_a_refused_config_goes_to_error_at_once_with_the_reason(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    agent.script = [AgentRejected("HAProxy rejected revision 2: bad things", 422)]
+    body = {"listener": {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}}
+    listener = api.ok(api.post("/v2/lbaas/listeners", body), 201)["listener"]
+    api.wait_lb(lb["id"])
+    got = api.ok(api.get(f"/v2/lbaas/listeners/{listener['id']}"), 200)["listener"]
+    assert got["provisioning_status"] == "ERROR"
+    tree = api.ok(api.get(f"{LB}/{lb['id']}/status"), 200)["statuses"]["loadbalancer"]
+    assert "bad things" in tree["status_reason"]
+    assert len(agent.applied) == 1  # refused once, never retried
+
+
+def test_an_unreachable_agent_is_retried_until_it_answers(api: Api, agent: ScriptedAgent):
+    agent.script = [AgentUnavailable("connection refused")]
+    lb = create(api)
+    with api.db.write() as s:  # skip the backoff wait once the first attempt failed
+        api.reconciler.run_once()
+        s.execute(update(m.LoadBalancer).values(lease_expires_at=None))
+    assert api.wait_lb(lb["id"])["provisioning_status"] == "ACTIVE"
+    assert len(agent.applied) == 1
+
+
+def test_delete_removes_the_engine(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    (amp,) = amphorae(api, lb["id"])
+    assert api.delete(f"{LB}/{lb['id']}").status_code == 204
+    api.wait_lb(lb["id"], "DELETED")
+    assert agent.removed == [amp.id]
+    assert [a.status for a in amphorae(api, lb["id"])] == ["DELETED"]
+
+
+def test_a_regex_haproxy_cannot_compile_is_a_400_and_nothing_is_stored(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    listener = api.ok(
+        api.post(
+            "/v2/lbaas/listeners", {"listener": {"loadbalancer_id": lb["id"], "protocol": "HTTP", "protocol_port": 80}}
+        ),
+        201,
+    )["listener"]
+    api.wait_lb(lb["id"])
+    policy = api.ok(
+        api.post("/v2/lbaas/l7policies", {"l7policy": {"listener_id": listener["id"], "action": "REJECT"}}), 201
+    )["l7policy"]
+    api.wait_lb(lb["id"])
+    # Python's `re` (the API's generic check, as Octavia's) accepts these; HAProxy's PCRE2 does not.
+    for pattern, complaint in [("(?a)x", "unrecognized character"), (r"\N{LATIN SMALL LETTER A}", "does not support")]:
+        r = api.post(
+            f"/v2/lbaas/l7policies/{policy['id']}/rules",
+            {"rule": {"type": "PATH", "compare_type": "REGEX", "value": pattern}},
+        )
+        assert r.status_code == 400 and complaint in r.json()["faultstring"], r.text
+    assert api.ok(api.get(f"/v2/lbaas/l7policies/{policy['id']}/rules"), 200)["rules"] == []
+    assert api.ok(api.get(f"{LB}/{lb['id']}"), 200)["loadbalancer"]["provisioning_status"] == "ACTIVE"
+    # A full-graph create with such a rule is refused as a whole.
+    graph = {
+        "listeners": [
+            {
+                "protocol": "HTTP",
+                "protocol_port": 80,
+                "l7policies": [
+                    {"action": "REJECT", "rules": [{"type": "PATH", "compare_type": "REGEX", "value": "(?a)x"}]}
+                ],
+            }
+        ]
+    }
+    sent = len(agent.applied)
+    r = api.post(LB, {"loadbalancer": {"vip_subnet_id": api.subnet_id(), "provider": "amphora", **graph}})
+    assert r.status_code == 400, r.text
+    assert len(agent.applied) == sent
+    assert len(api.ok(api.get(LB), 200)["loadbalancers"]) == 1
