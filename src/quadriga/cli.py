@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     _data_plane_arguments(serve)
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     demo = sub.add_parser("demo", help="start everything and show a load balancer carrying traffic (until Ctrl-C)")
+    demo.add_argument("--port", type=int, help="load-balancer API port (default 9876)")
+    demo.add_argument("--network-port", type=int, help="networking API port (default 9696)")
     _data_plane_arguments(demo)
     demo.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
     _agent_parser(sub)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.dataplane import Cloud, network_driver
+from tests.support.dataplane import Cloud, haproxy_pids, network_driver, network_objects
 from tests.support.server import QuadrigaServer
 
 from quadriga.network.drivers.netns import instance_for
@@ -34,34 +34,6 @@ def own_server(state: Path) -> QuadrigaServer:
         state_dir=state,
         extra_args=["--private-cidr", "127.232.0.0/24" if network_driver() == "loopback" else "10.232.0.0/24"],
     )
-
-
-def haproxy_pids(state_dir: Path) -> list[int]:
-    """HAProxy processes whose command line names a file under `state_dir`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "haproxy" in cmdline and str(state_dir) in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
-def network_objects(state_dir: Path) -> list[str]:
-    """Namespaces and links carrying this quadriga's instance tag."""
-    tag = instance_for(state_dir / "agent")
-    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-    names += [line.split(":")[1].strip().split("@")[0] for line in _links()]
-    return [n for n in names if tag in n]
-
-
-def _links() -> list[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.count(":") >= 2]
 
 
 def simple_graph(cloud: Cloud, name: str) -> dict:

@@ -13,12 +13,14 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 from tests.support.server import QuadrigaServer
 
 from quadriga.backends import Backend
+from quadriga.network.drivers.netns import instance_for
 
 ACTIVE_TIMEOUT = 15.0
 
@@ -36,6 +38,34 @@ def check_target(address: str) -> None:
     words = route.split()
     device = words[words.index("dev") + 1] if "dev" in words else ""
     assert device.startswith("qb"), f"refusing to send traffic to {address}: it is routed via {route.strip()!r}"
+
+
+def haproxy_pids(state_dir: Path) -> list[int]:
+    """HAProxy processes whose command line names a file under `state_dir`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "haproxy" in cmdline and str(state_dir) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def network_objects(state_dir: Path) -> list[str]:
+    """Namespaces and links carrying this quadriga's instance tag."""
+    tag = instance_for(state_dir / "agent")
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    names += [line.split(":")[1].strip().split("@")[0] for line in _links()]
+    return [n for n in names if tag in n]
+
+
+def _links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.count(":") >= 2]
 
 
 class Cloud:
