@@ -17,6 +17,6 @@ pg_url=$(scripts/pg.sh start "$pgdir" "$port")
 
 echo "==> pytest (SQLite)"
 pytest -q -p no:cacheprovider tests
-echo "==> pytest tests/api and tests/clients (PostgreSQL)"
-QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_CLIENTS_DATABASE=postgresql \
-  pytest -q -p no:cacheprovider tests/api tests/clients
+echo "==> pytest tests/api, tests/clients and the basic e2e tests (PostgreSQL)"
+QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
+  pytest -q -p no:cacheprovider tests/api tests/clients tests/e2e/test_basics.py

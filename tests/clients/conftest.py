@@ -111,9 +111,9 @@ class OpenStackCLI:
 
 @pytest.fixture(scope="session")
 def quadriga_server() -> Iterator[QuadrigaServer]:
-    """One server for the whole client suite. QUADRIGA_TEST_CLIENTS_DATABASE=postgresql runs it on
+    """One server for the whole client suite. QUADRIGA_TEST_SERVER_DATABASE=postgresql runs it on
     $QUADRIGA_TEST_DATABASE_URL (in a schema of its own) instead of SQLite."""
-    database = os.environ.get("QUADRIGA_TEST_CLIENTS_DATABASE", "sqlite")
+    database = os.environ.get("QUADRIGA_TEST_SERVER_DATABASE", "sqlite")
     try:
         server = QuadrigaServer(
             database=database, auth_strategy="noauth", default_project=DEFAULT_PROJECT, provider="noop"

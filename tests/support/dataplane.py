@@ -164,7 +164,8 @@ class Cloud:
 
 @contextlib.contextmanager
 def running_cloud(**server_args: Any) -> Iterator[Cloud]:
-    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), **server_args)
+    database = os.environ.get("QUADRIGA_TEST_SERVER_DATABASE", "sqlite")
+    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), database=database, **server_args)
     with server:
         cloud = Cloud(server)
         try:
