@@ -1,19 +1,35 @@
 """Small HTTP backends: members to put behind a load balancer in the demo, the tests and the benchmarks.
 
 Each answers every GET with its own name (body and `X-Backend` header), `/echo` with the request's headers
-as JSON (to see what the load balancer inserted), and `/status/<code>` with that status code. It binds with
-IP_FREEBIND, so it can listen on a network's gateway address before the network driver has created the
-bridge that holds it."""
+as JSON (to see what the load balancer inserted), `/status/<code>` with that status code, `/sleep/<ms>` after
+that long (at most 10 s: a slow member), and `/set-cookie/<name>/<value>` with that cookie set (an
+application cookie). It keeps the last requests it got (`seen`, e.g. a health check's method, version and
+Host) and how many it is answering (`in_flight`). It binds with IP_FREEBIND, so it can listen on a network's
+gateway address before the network driver has created the bridge that holds it."""
 
 from __future__ import annotations
 
+import collections
 import json
 import socket
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+MAX_SLEEP_MS = 10000
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request a backend got."""
+
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -21,13 +37,31 @@ class _Handler(BaseHTTPRequestHandler):
     server: Backend
 
     def do_GET(self) -> None:
-        status, body = 200, f"{self.server.name}\n".encode()
+        server = self.server
+        server.seen.append(Seen(self.command, self.path, self.request_version, dict(self.headers.items())))
+        with server.lock:
+            server.in_flight += 1
+        try:
+            self._answer()
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+    def _answer(self) -> None:
+        status, body, cookie = 200, f"{self.server.name}\n".encode(), None
+        parts = self.path.split("/")
         if self.path == "/echo":
             body = json.dumps({k: v for k, v in self.headers.items()}, sort_keys=True).encode()
         elif self.path.startswith("/status/") and self.path[8:].isdigit():
             status = int(self.path[8:])
+        elif len(parts) == 3 and parts[1] == "sleep" and parts[2].isdigit():
+            time.sleep(min(int(parts[2]), MAX_SLEEP_MS) / 1000)
+        elif len(parts) == 4 and parts[1] == "set-cookie":
+            cookie = f"{parts[2]}={parts[3]}; Path=/"
         self.send_response(status)
         self.send_header("X-Backend", self.server.name)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -47,6 +81,9 @@ class Backend(ThreadingHTTPServer):
 
     def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
         self.name = name
+        self.seen: collections.deque[Seen] = collections.deque(maxlen=200)  # the last requests, oldest first
+        self.in_flight = 0  # requests being answered now
+        self.lock = threading.Lock()
         self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
         super().__init__((address, port), _Handler, bind_and_activate=False)
         self.socket.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)

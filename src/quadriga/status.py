@@ -173,10 +173,28 @@ MEMBER_STATUS = {
 LISTENER_STATUS = {"OPEN": c.ONLINE, "FULL": c.DEGRADED, "STOP": c.OFFLINE}
 
 
-def member_operating(haproxy_status: str | None) -> str:
+def member_operating(haproxy_status: str | None, weight: int | None = None) -> str:
+    """A member's status from HAProxy's word for its server. HAProxy says DRAIN only for a server put in
+    drain mode; one of weight 0 stays UP (or "no check") although it takes no new connections, which is
+    what Octavia calls DRAINING."""
     if not haproxy_status:
         return c.OFFLINE
-    return MEMBER_STATUS.get(haproxy_status.split()[0], c.ERROR)
+    found = MEMBER_STATUS.get(haproxy_status.split()[0], c.ERROR)
+    if weight == 0 and found in (c.ONLINE, c.NO_MONITOR):
+        return c.DRAINING
+    return found
+
+
+def listener_operating(state: Any | None, connection_limit: int | None) -> str:
+    """A listener's status from its frontend's report. HAProxy 2.6 reports a frontend that reached its maxconn
+    as OPEN still (only per-socket stats say FULL), so a listener whose connection_limit is reached by the
+    current connections HAProxy counts is FULL, i.e. DEGRADED, too."""
+    if state is None:
+        return c.OFFLINE
+    found = LISTENER_STATUS.get(state.status, c.OFFLINE)
+    if found == c.ONLINE and connection_limit and connection_limit > 0 and state.active_connections >= connection_limit:
+        return c.DEGRADED
+    return found
 
 
 def pool_operating(pool: m.Pool, member_statuses: list[str]) -> str:
@@ -200,8 +218,7 @@ def operating(lb: m.LoadBalancer, report: Any | None) -> dict[str, str]:
     members = {} if not running else report.members
     degraded = failed = False
     for li in lb.listeners:
-        state = listeners.get(li.id)
-        result[li.id] = LISTENER_STATUS.get(state.status, c.OFFLINE) if state is not None else c.OFFLINE
+        result[li.id] = listener_operating(listeners.get(li.id), li.connection_limit)
         degraded |= result[li.id] == c.DEGRADED
         for pol in li.l7policies:
             result[pol.id] = c.ONLINE if running and pol.admin_state_up else c.OFFLINE
@@ -215,7 +232,7 @@ def operating(lb: m.LoadBalancer, report: Any | None) -> dict[str, str]:
             result[pool.id] = c.OFFLINE
         else:
             for mb in pool.members:
-                result[mb.id] = member_operating(reported.get(mb.id))
+                result[mb.id] = member_operating(reported.get(mb.id), mb.weight)
             result[pool.id] = pool_operating(pool, [result[mb.id] for mb in pool.members])
             degraded |= result[pool.id] == c.DEGRADED
             failed |= result[pool.id] == c.ERROR

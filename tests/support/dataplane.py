@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
+import random
 import subprocess
 import time
 from collections.abc import Iterator
@@ -162,9 +164,30 @@ class Cloud:
         return [self.get(vip, port, path, **kw).text.strip() for _ in range(count)]
 
 
+def free_private_cidr() -> str:
+    """A 10.x.y.0/24 that no route of this host overlaps. Test sessions running side by side on one host
+    must not seed the same private subnet: two bridges holding one subnet would route one session's
+    traffic to the other session's engines."""
+    command = ["ip", "-j", "-4", "route", "show", "table", "all"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    taken = []
+    for route in json.loads(out.stdout or "[]"):
+        dst = route.get("dst", "")
+        if dst and dst != "default":
+            with contextlib.suppress(ValueError):
+                taken.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False))
+    for _ in range(200):
+        net = ipaddress.ip_network(f"10.{random.randint(100, 199)}.{random.randint(0, 255)}.0/24")
+        if not any(net.overlaps(t) for t in taken):
+            return str(net)
+    raise RuntimeError("no free 10.x.y.0/24 on this host")
+
+
 @contextlib.contextmanager
 def running_cloud(**server_args: Any) -> Iterator[Cloud]:
     database = os.environ.get("QUADRIGA_TEST_SERVER_DATABASE", "sqlite")
+    if network_driver() == "netns" and "extra_args" not in server_args:
+        server_args["extra_args"] = ["--private-cidr", free_private_cidr()]
     server = QuadrigaServer(provider="amphora", network_driver=network_driver(), database=database, **server_args)
     with server:
         cloud = Cloud(server)

@@ -89,3 +89,31 @@ def test_pool_no_listener_reaches_is_offline():
     lb = tree()
     got = status.operating(lb, report([]).model_copy(update={"members": {}}))
     assert (got["pool"], got["m0"], got["lb"]) == ("OFFLINE", "OFFLINE", "ONLINE")
+
+
+@pytest.mark.parametrize(
+    ("haproxy", "octavia"),
+    [("UP", "DRAINING"), ("no check", "DRAINING"), ("DOWN", "ERROR"), ("MAINT", "OFFLINE"), ("DRAIN", "DRAINING")],
+)
+def test_a_member_of_weight_0_is_draining_while_it_could_serve(haproxy, octavia):
+    # HAProxy keeps saying UP (or "no check") for a server of weight 0: it takes no new connections.
+    assert status.member_operating(haproxy, weight=0) == octavia
+    lb = tree()
+    lb.pools[0].members[1].weight = 0
+    assert status.operating(lb, report(["UP", haproxy, "UP"]))["m1"] == octavia
+
+
+def test_a_listener_at_its_connection_limit_is_degraded():
+    # HAProxy 2.6 still says OPEN for a frontend at its maxconn.
+    lb = tree()
+    lb.listeners[0].connection_limit = 2
+    at_limit = report(["UP"] * 3).model_copy(
+        update={"listeners": {"li": ListenerReport(status="OPEN", active_connections=2)}}
+    )
+    below = report(["UP"] * 3).model_copy(
+        update={"listeners": {"li": ListenerReport(status="OPEN", active_connections=1)}}
+    )
+    assert (status.operating(lb, at_limit)["li"], status.operating(lb, at_limit)["lb"]) == ("DEGRADED", "DEGRADED")
+    assert status.operating(lb, below)["li"] == "ONLINE"
+    lb.listeners[0].connection_limit = -1  # unlimited
+    assert status.operating(lb, at_limit)["li"] == "ONLINE"

@@ -42,7 +42,7 @@ from quadriga.engine.render import (
 )
 from quadriga.engine.report import EngineReport, ListenerReport
 from quadriga.engine.spec import EngineSpec, MemberSpec, PoolSpec
-from quadriga.network.drivers.base import NetworkDriver, NetworkError
+from quadriga.network.drivers.base import NetworkDriver, NetworkError, Plugged
 
 log = logging.getLogger("quadriga.agent")
 
@@ -85,6 +85,7 @@ class Engine:
         self.haproxy = Haproxy(self.directory, binary=haproxy, command_prefix=network.command_prefix(engine_id))
         self.error: str | None = None  # why the last apply failed
         self.spec: EngineSpec | None = self._load_spec()  # what HAProxy serves
+        self.plugged: Plugged | None = None  # where the network driver put it (known once plugged)
 
     # --- applying --------------------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class Engine:
         """Plug the network, put the staged config in place and reload (or start) HAProxy with it."""
         config = self.haproxy.config
         previous = config.read_text() if config.exists() else None
-        self.network.plug(self.engine_id, spec)
+        self.plugged = self.network.plug(self.engine_id, spec)
         os.replace(self.directory / NEW_CONFIG, config)
         served = self.spec
         try:
@@ -197,6 +198,7 @@ class Engine:
             revision=spec.revision,
             running=False,
             error=self.error,
+            lb_network_ip=self.plugged.lb_network_ip if self.plugged else None,
         )
         if self.haproxy.master_pid() is None:
             return report
@@ -214,6 +216,8 @@ class Engine:
         """After an agent restart: adopt a running HAProxy, restart a dead one from the served spec, or
         remove an engine that never served one. Returns what it did."""
         if self.haproxy.adopt():
+            if self.spec is not None:
+                self.plugged = self.network.plug(self.engine_id, self.spec)  # idempotent; tells the address
             return "adopted"
         if self.spec is None:
             self.remove()
