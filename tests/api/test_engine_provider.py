@@ -4,6 +4,7 @@ retried, and a delete removes the engine."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -145,3 +146,41 @@ def test_a_regex_haproxy_cannot_compile_is_a_400_and_nothing_is_stored(api: Api,
     assert r.status_code == 400, r.text
     assert len(agent.applied) == sent
     assert len(api.ok(api.get(LB), 200)["loadbalancers"]) == 1
+
+
+def test_failover_places_a_new_engine_then_removes_the_old_one(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    (old,) = amphorae(api, lb["id"])
+    api.reconciler.stop()  # keep the failover in flight
+    assert api.put(f"/v2/octavia/amphorae/{old.id}/failover", None).status_code == 202
+    assert api.ok(api.get(f"{LB}/{lb['id']}"), 200)["loadbalancer"]["provisioning_status"] == "PENDING_UPDATE"
+    # An engine already being replaced, or its load balancer, cannot be failed over again meanwhile.
+    assert api.put(f"/v2/octavia/amphorae/{old.id}/failover", None).status_code == 409
+    assert api.put(f"{LB}/{lb['id']}/failover", None).status_code == 409
+    api.reconciler.run_once()
+    assert api.ok(api.get(f"{LB}/{lb['id']}"), 200)["loadbalancer"]["provisioning_status"] == "ACTIVE"
+    statuses = {a.id: a.status for a in amphorae(api, lb["id"])}
+    assert statuses.pop(old.id) == "DELETED" and list(statuses.values()) == ["ALLOCATED"]
+    assert agent.removed == [old.id]
+    assert agent.applied[-1][0] != old.id  # the new engine got the whole spec
+
+
+def test_a_replaced_engine_on_an_unreachable_agent_is_removed_later(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    (old,) = amphorae(api, lb["id"])
+    real_remove = agent.remove
+
+    def unreachable(engine_id: str) -> None:
+        raise AgentUnavailable("no route to host")
+
+    agent.remove = unreachable  # type: ignore[method-assign]
+    assert api.put(f"{LB}/{lb['id']}/failover", None).status_code == 202
+    api.wait_lb(lb["id"])
+    assert {a.id: a.status for a in amphorae(api, lb["id"])}[old.id] == "PENDING_DELETE"
+    agent.remove = real_remove  # type: ignore[method-assign]
+    assert api.put(f"/v2/octavia/amphorae/{old.id}/config", None).status_code == 202
+    deadline = time.monotonic() + 10
+    while {a.id: a.status for a in amphorae(api, lb["id"])}[old.id] != "DELETED":
+        assert time.monotonic() < deadline, "the replaced engine was never removed"
+        time.sleep(0.05)
+    assert agent.removed == [old.id]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import object_session
 
 from quadriga import constants as c
 from quadriga.agent.client import AgentRejected, AgentStale, AgentUnavailable
@@ -30,8 +31,10 @@ from quadriga.providers.noop import AZ_METADATA, FLAVOR_METADATA
 
 log = logging.getLogger("quadriga.provider.engine")
 
-# The amphora statuses Octavia uses for the engines' life cycle.
+# The amphora statuses Octavia uses for the engines' life cycle. An engine being replaced (failover) is
+# PENDING_DELETE: the next apply places a new engine, and removes the old one once the new one serves.
 BOOTING, ALLOCATED, AMP_ERROR, AMP_DELETED = "BOOTING", "ALLOCATED", "ERROR", "DELETED"
+AMP_PENDING_DELETE = "PENDING_DELETE"
 LIVE = (BOOTING, ALLOCATED, AMP_ERROR)
 
 
@@ -80,6 +83,19 @@ class EngineProvider(ProviderDriver):
                 for rule in policy.rules:
                     self._check_rule(rule)
 
+    def loadbalancer_failover(self, lb: m.LoadBalancer) -> None:
+        session = object_session(lb)
+        assert session is not None
+        for amp in session.scalars(
+            select(m.Amphora).where(m.Amphora.load_balancer_id == lb.id, m.Amphora.status.in_(LIVE))
+        ):
+            self.amphora_failover(amp)
+
+    def amphora_failover(self, amphora: m.Amphora) -> None:
+        if amphora.status in LIVE:
+            amphora.status = AMP_PENDING_DELETE
+            log.info("engine %s of load balancer %s will be replaced", amphora.id, amphora.load_balancer_id)
+
     def l7rule_create(self, rule: m.L7Rule) -> None:
         self._check_rule(rule)
 
@@ -109,8 +125,10 @@ class EngineProvider(ProviderDriver):
             if deleting:
                 agent.remove(engine_id)
                 self._record(engine_id, AMP_DELETED, None, None)
+                self._retire_replaced(lb.id)
                 return
             report = agent.apply(engine_id, spec)
+            self._retire_replaced(lb.id)
         except AgentRejected as exc:
             self._record(engine_id, None, None, str(exc))
             raise RejectedChange(f"engine {engine_id} refused revision {spec.revision}: {exc}") from exc
@@ -119,6 +137,28 @@ class EngineProvider(ProviderDriver):
         except AgentUnavailable as exc:
             raise ApplyError(f"agent {agent_name} unavailable: {exc}") from exc
         self._record(engine_id, ALLOCATED, report, None)
+
+    def _retire_replaced(self, lb_id: str) -> None:
+        """Remove the engines a failover replaced, now that their successor serves. An agent that cannot be
+        reached keeps its engine PENDING_DELETE, to be retried at the next apply."""
+        with self.db.read() as session:
+            doomed = [
+                (amp.id, amp.compute_id or "")
+                for amp in session.scalars(
+                    select(m.Amphora).where(m.Amphora.load_balancer_id == lb_id, m.Amphora.status == AMP_PENDING_DELETE)
+                )
+            ]
+        for engine_id, agent_name in doomed:
+            agent = self.agents.get(agent_name)
+            try:
+                if agent is None:
+                    raise AgentUnavailable(f"agent {agent_name!r} is not known to this controller")
+                agent.remove(engine_id)
+            except (AgentUnavailable, AgentRejected) as exc:
+                log.warning("replaced engine %s on agent %s not removed yet: %s", engine_id, agent_name, exc)
+                continue
+            self._record(engine_id, AMP_DELETED, None, None)
+            log.info("replaced engine %s of load balancer %s removed", engine_id, lb_id)
 
     def _place(self, lb_id: str, *, create: bool) -> tuple[str | None, str]:
         """The engine (amphora id) and agent of `lb_id`; a new one on the least loaded agent if it has none."""

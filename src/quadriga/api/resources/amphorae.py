@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from quadriga import status
 from quadriga.api import common, listing, policy, views
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import NotFound
@@ -54,12 +55,36 @@ def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depen
 
 
 @router.put("/v2/octavia/amphorae/{amphora_id}/config", status_code=202)
-@router.put("/v2/octavia/amphorae/{amphora_id}/failover", status_code=202)
-def amphora_action(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
-    """Re-push the config / fail over an engine: with no data plane there is nothing to do beyond the
-    existence check; the engine provider replaces this with real work."""
+def amphora_config(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    """Push the engine's config again (statuses untouched): the controller sees its load balancer's
+    engines as stale and re-applies the same revision."""
     policy.enforce(ctx, policy.ADMIN)
-    _get(request, amphora_id)
+    svc = common.services(request)
+    with common.change(svc) as session:
+        amp = session.get(m.Amphora, amphora_id)
+        if amp is None:
+            raise NotFound("Amphora", amphora_id)
+        lb = session.get(m.LoadBalancer, amp.load_balancer_id) if amp.load_balancer_id else None
+        if lb is not None and lb.applied_revision == lb.revision:
+            lb.applied_revision = lb.revision - 1
+    return Response(status_code=202)
+
+
+@router.put("/v2/octavia/amphorae/{amphora_id}/failover", status_code=202)
+def amphora_failover(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
+    """Replace one engine: its load balancer goes PENDING_UPDATE until a new engine serves it, then the old
+    one is removed. 409 while the load balancer is not ACTIVE (e.g. already being failed over)."""
+    policy.enforce(ctx, policy.ADMIN)
+    svc = common.services(request)
+    with common.change(svc) as session:
+        amp = session.get(m.Amphora, amphora_id)
+        if amp is None:
+            raise NotFound("Amphora", amphora_id)
+        if amp.load_balancer_id is None:
+            return Response(status_code=202)  # a spare: nothing serves on it
+        lb = status.lock_loadbalancer(session, amp.load_balancer_id, deleting=True)
+        status.mark_change(lb, "loadbalancer", lb, "update")
+        common.provider_of(svc, lb).amphora_failover(amp)
     return Response(status_code=202)
 
 

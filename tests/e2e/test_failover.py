@@ -1,0 +1,39 @@
+"""Failover on demand: a new engine with the same VIP and config takes over, then the old one is removed."""
+
+from __future__ import annotations
+
+from tests.support.dataplane import Cloud
+
+
+def engines(cloud: Cloud, lb_id: str) -> dict[str, str]:
+    amps = cloud.ok(cloud.api.get("/v2/octavia/amphorae", params={"loadbalancer_id": lb_id}), 200)["amphorae"]
+    return {a["id"]: a["status"] for a in amps}
+
+
+def graph(cloud: Cloud, name: str) -> dict:
+    backend = cloud.backend(name)
+    pool = {"name": "p", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "members": [cloud.member(backend)]}
+    return {"name": name, "listeners": [{"protocol": "HTTP", "protocol_port": 80, "default_pool": pool}]}
+
+
+def test_amphora_failover_replaces_the_engine_and_traffic_follows(cloud: Cloud, lbs: list[str]):
+    lb = cloud.create_lb(**graph(cloud, "fo-amp"))
+    lbs.append(lb["id"])
+    (old,) = engines(cloud, lb["id"])
+    assert cloud.api.put(f"/v2/octavia/amphorae/{old}/failover").status_code == 202
+    cloud.wait_active(lb["id"])
+    now = engines(cloud, lb["id"])
+    assert now[old] == "DELETED"
+    live = [amp for amp, status in now.items() if status == "ALLOCATED"]
+    assert len(live) == 1 and live[0] != old
+    assert cloud.answers(lb["vip_address"], 3) == ["fo-amp"] * 3
+
+
+def test_amphora_config_pushes_the_same_revision_again(cloud: Cloud, lbs: list[str]):
+    lb = cloud.create_lb(**graph(cloud, "fo-cfg"))
+    lbs.append(lb["id"])
+    (amp,) = engines(cloud, lb["id"])
+    assert cloud.api.put(f"/v2/octavia/amphorae/{amp}/config").status_code == 202
+    assert cloud.wait_active(lb["id"])["provisioning_status"] == "ACTIVE"
+    assert engines(cloud, lb["id"]) == {amp: "ALLOCATED"}
+    assert cloud.answers(lb["vip_address"], 2) == ["fo-cfg"] * 2
