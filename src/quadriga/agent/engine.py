@@ -158,9 +158,10 @@ class Engine:
         """Plug the network, put the staged config in place and reload (or start) HAProxy with it."""
         config = self.haproxy.config
         previous = config.read_text() if config.exists() else None
-        self.plugged = self.network.plug(self.engine_id, spec)
-        os.replace(self.directory / NEW_CONFIG, config)
         served = self.spec
+        if self.plugged is None or served is None or (served.vips, served.subnets) != (spec.vips, spec.subnets):
+            self.plugged = self.network.plug(self.engine_id, spec)  # 2-3 `ip` processes: only when needed
+        os.replace(self.directory / NEW_CONFIG, config)
         try:
             if running:
                 self.haproxy.reload(lambda state: carried_state(state, served, spec))
