@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.agent.helpers import OPTIONS, Backend, haproxy_pids_under
 
 from quadriga.agent.agent import Agent
 from quadriga.engine.regex import haproxy_binary
 from quadriga.network.drivers.loopback import LoopbackDriver
+from tests.agent.helpers import OPTIONS, Backend
+from tests.support.dataplane import haproxy_pids
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,7 @@ def state_dir() -> Iterator[Path]:
     try:
         yield directory
     finally:
-        leftovers = haproxy_pids_under(directory)
+        leftovers = haproxy_pids(directory)
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

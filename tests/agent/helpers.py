@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import http.server
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from quadriga import backends
 from quadriga.engine import spec as s
 from quadriga.engine.render import RenderOptions
 
@@ -27,48 +25,23 @@ _vip_counter = itertools.count(1)
 # --- backends ----------------------------------------------------------------------------------------------------
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like real members
-
-    def do_GET(self) -> None:
-        body = self.server.name.encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # TCP health checks connect and close without a request
-
-
 class Backend:
-    """A member: an HTTP server on 127.0.0.1 that answers every GET with its own name. `stop()` closes its
-    port, `start()` opens the same port again."""
+    """A member on 127.0.0.1 that answers every GET with its own name. `stop()` closes its port, `start()`
+    opens the same port again."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.port = 0
-        self._server: _Server | None = None
+        self._server: backends.Backend | None = None
         self.start()
 
     def start(self) -> None:
-        self._server = _Server(("127.0.0.1", self.port), _Handler)
-        self._server.name = self.name  # type: ignore[attr-defined]
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = backends.Backend(self.name, "127.0.0.1", self.port).start()
+        self.port = self._server.port
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
 
 
@@ -120,7 +93,7 @@ def client() -> httpx.Client:
 def answers(vip: str, count: int = 12, port: int = PORT) -> list[str]:
     """Who answered each of `count` requests to the VIP."""
     with client() as c:
-        return [c.get(f"http://{vip}:{port}/").raise_for_status().text for _ in range(count)]
+        return [c.get(f"http://{vip}:{port}/").raise_for_status().text.strip() for _ in range(count)]
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 8.0) -> Any:
@@ -132,20 +105,3 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 8.0) -> A
             return result
         time.sleep(0.05)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-# --- processes ---------------------------------------------------------------------------------------------------
-
-
-def haproxy_pids_under(directory: Path) -> list[int]:
-    """Live HAProxy processes whose command line names a file under `directory` (a zombie has none)."""
-    prefix = os.fsencode(directory)
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"haproxy") and any(a.startswith(prefix) for a in argv):
-            pids.append(int(name))
-    return pids

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.agent.helpers import PORT, answers, client, haproxy_pids_under, listener, make_spec, member, new_vip
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.engine import EngineRejected, StaleRevision
 from quadriga.agent.haproxy import Haproxy
 from quadriga.engine import spec as s
+from tests.agent.helpers import PORT, answers, client, listener, make_spec, member, new_vip
+from tests.support.dataplane import haproxy_pids
 
 ENGINE = "engine-1"
 
@@ -223,7 +224,7 @@ def test_an_engine_that_cannot_start_leaves_nothing_running(
         agent.apply(ENGINE, make_spec(vip, [member(b) for b in backends(1)], listeners=[listener(port=port)]))
 
     assert agent.report(ENGINE) is None
-    assert haproxy_pids_under(state_dir) == []
+    assert haproxy_pids(state_dir) == []
 
 
 def test_when_the_runtime_api_refuses_a_change_a_reload_makes_it(agent: Agent, backends, state_dir: Path) -> None:

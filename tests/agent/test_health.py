@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.agent.helpers import answers, listener, make_spec, member, new_vip, wait_for
 
 from quadriga.agent.agent import Agent
 from quadriga.engine import spec as s
 from quadriga.engine.report import EngineReport
+from tests.agent.helpers import answers, listener, make_spec, member, new_vip, wait_for
 
 ENGINE = "engine-1"
 

@@ -11,22 +11,22 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from quadriga.agent.agent import Agent
+from quadriga.agent.engine import EngineRejected, StaleRevision
+from quadriga.agent.haproxy import Haproxy
+from quadriga.engine import spec as s
 from tests.agent.helpers import (
     PORT,
     answers,
     client,
-    haproxy_pids_under,
     listener,
     make_spec,
     member,
     new_vip,
     wait_for,
 )
-
-from quadriga.agent.agent import Agent
-from quadriga.agent.engine import EngineRejected, StaleRevision
-from quadriga.agent.haproxy import Haproxy
-from quadriga.engine import spec as s
+from tests.support.dataplane import haproxy_pids
 
 ENGINE = "engine-1"
 
@@ -58,9 +58,9 @@ def test_recover_restarts_an_engine_whose_haproxy_died(
 ) -> None:
     vip, pool = new_vip(), backends(2)
     make_agent().apply(ENGINE, make_spec(vip, [member(b) for b in pool], revision=7))
-    for pid in haproxy_pids_under(state_dir):
+    for pid in haproxy_pids(state_dir):
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not haproxy_pids_under(state_dir), "haproxy to die")
+    wait_for(lambda: not haproxy_pids(state_dir), "haproxy to die")
     with pytest.raises(httpx.ConnectError), client() as c:
         c.get(f"http://{vip}:{PORT}/")
 
@@ -93,7 +93,7 @@ def test_remove_stops_the_engine_and_is_idempotent(agent: Agent, backends, state
     agent.remove(ENGINE)
 
     assert agent.report(ENGINE) is None
-    assert haproxy_pids_under(state_dir) == []
+    assert haproxy_pids(state_dir) == []
     assert not (state_dir / "engines" / ENGINE).exists()
     with pytest.raises(httpx.ConnectError), client() as c:
         c.get(f"http://{vip}:{PORT}/")
@@ -105,11 +105,11 @@ def test_shutdown_leaves_no_process_and_no_engine_directory(agent: Agent, backen
     for n, vip in enumerate(vips):
         agent.apply(f"engine-{n}", make_spec(vip, pool))
     assert {r.engine_id for r in agent.reports()} == {"engine-0", "engine-1"}
-    assert len(haproxy_pids_under(state_dir)) == 4  # a master and a worker each
+    assert len(haproxy_pids(state_dir)) == 4  # a master and a worker each
 
     agent.shutdown()
 
-    assert haproxy_pids_under(state_dir) == []
+    assert haproxy_pids(state_dir) == []
     assert list(state_dir.iterdir()) == []
     for vip in vips:
         with pytest.raises(httpx.ConnectError), client() as c:

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.agent.helpers import listener, make_spec
 
 from quadriga.agent.engine import carried_state, runtime_steps, stats_by_object
 from quadriga.agent.runtime import RuntimeApi, RuntimeApiError
 from quadriga.engine import spec as s
 from quadriga.engine.render import EMPTY_SERVER_STATE
+from tests.agent.helpers import listener, make_spec
 
 VIP = "127.0.0.9"
 

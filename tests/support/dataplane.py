@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.server import QuadrigaServer
 
 from quadriga.backends import Backend
 from quadriga.network.drivers.netns import instance_for
+from tests.support.server import QuadrigaServer
 
 ACTIVE_TIMEOUT = 15.0
 
@@ -42,18 +42,17 @@ def check_target(address: str) -> None:
     assert device.startswith("qb"), f"refusing to send traffic to {address}: it is routed via {route.strip()!r}"
 
 
-def haproxy_pids(state_dir: Path) -> list[int]:
-    """HAProxy processes whose command line names a file under `state_dir`."""
+def haproxy_pids(directory: Path) -> list[int]:
+    """Live HAProxy processes whose command line names a file under `directory` (a zombie has none)."""
+    prefix = os.fsencode(directory)
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if "haproxy" in cmdline and str(state_dir) in cmdline:
-            pids.append(int(entry.name))
+        if argv[0].endswith(b"haproxy") and any(a.startswith(prefix) for a in argv):
+            pids.append(int(name))
     return pids
 
 
