@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.agent_api.fakes import FakeAgent
 
 from quadriga.agent.api import AgentServer, Identity, create_app
 from quadriga.agent.client import AgentClient, client_ssl_context
 from quadriga.certs import pki
+from tests.agent_api.fakes import FakeAgent
 
 AGENT_NAME = "agent-1"
 

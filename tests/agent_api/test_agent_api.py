@@ -8,11 +8,11 @@ import socket
 
 import httpx
 import pytest
-from tests.agent_api.fakes import FakeAgent, spec, spec_json, ssl_context
 
 from quadriga.agent.api import AgentServer
 from quadriga.agent.client import AgentClient, AgentRejected, AgentStale, AgentUnavailable
 from quadriga.network.drivers.base import NetworkError
+from tests.agent_api.fakes import FakeAgent, spec, spec_json, ssl_context
 
 MIB = 1024 * 1024
 

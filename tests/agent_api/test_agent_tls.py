@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.agent_api.fakes import FakeAgent, spec, ssl_context
 
 from quadriga.agent.api import AgentServer, Identity, create_app
 from quadriga.agent.client import AgentClient, AgentUnavailable
+from tests.agent_api.fakes import FakeAgent, spec, ssl_context
 
 
 def test_the_controller_certificate_is_accepted(client: AgentClient, agent: FakeAgent) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.support.api_harness import Api, make_api
 
 from quadriga.db import models as m
+from tests.support.api_harness import Api, make_api
 
 LB = "/v2/lbaas/loadbalancers"
 LI = "/v2/lbaas/listeners"

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.support.api_harness import Api
 
 from quadriga.db import models as m
 from quadriga.providers.noop import AZ_METADATA, FLAVOR_METADATA, NoopProvider
+from tests.support.api_harness import Api
 
 FP, FPS = "/v2/lbaas/flavorprofiles", "flavorprofile"
 FL = "/v2/lbaas/flavors"

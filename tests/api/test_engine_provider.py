@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select, update
-from tests.support.api_harness import Api, make_api
 
 from quadriga.agent.client import AgentRejected, AgentUnavailable
 from quadriga.db import models as m
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
 from quadriga.providers.engine import EngineProvider
+from tests.support.api_harness import Api, make_api
 
 LB = "/v2/lbaas/loadbalancers"
 

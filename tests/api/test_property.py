@@ -20,12 +20,12 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from tests.support.api_harness import make_api
 
 from quadriga.api.app import create_app
 from quadriga.api.common import Services
 from quadriga.api.resources import amphorae, healthmonitors, l7, listeners, loadbalancers, members, pools
 from quadriga.db import models as m
+from tests.support.api_harness import make_api
 
 MAX_EXAMPLES = 25
 SETTINGS = settings(

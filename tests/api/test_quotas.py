@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from tests.support.api_harness import OTHER, PROJECT, Api
 
 from quadriga.db import models as m
+from tests.support.api_harness import OTHER, PROJECT, Api
 
 MEMBER = {"X-Project-Id": PROJECT, "X-Roles": "member"}
 ADMIN = {"X-Project-Id": PROJECT, "X-Roles": "admin"}

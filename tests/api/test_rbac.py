@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from tests.support.api_harness import OTHER, PROJECT, Api, make_api
 
 FORBIDDEN = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.server import CLOUD_NAME, DatabaseNotConfigured, QuadrigaServer
 
 CLI_TIMEOUT = 60.0

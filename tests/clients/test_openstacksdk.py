@@ -15,6 +15,7 @@ import openstack
 import openstack.connection
 import pytest
 from openstack import exceptions as sdk_exc
+
 from tests.support.server import QuadrigaServer
 
 pytestmark = [

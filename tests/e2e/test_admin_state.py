@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
+from quadriga.backends import Backend
 from tests.support import traffic
 from tests.support.dataplane import Cloud
 from tests.support.graph import find, find_member, listener, pool, wait_statuses
-
-from quadriga.backends import Backend
 
 
 @dataclass

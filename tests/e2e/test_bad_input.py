@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from tests.support.dataplane import Cloud
 from tests.support.graph import find, listener, pool
 

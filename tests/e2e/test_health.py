@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from quadriga.backends import Backend, Seen
 from tests.support import traffic
 from tests.support.dataplane import Cloud
 from tests.support.graph import listener, monitor, pool, tree_statuses, wait_statuses
 from tests.support.servers import ClosedPort, TlsBackend
-
-from quadriga.backends import Backend, Seen
 
 SETTLE = 12.0  # checks every second, one failure down: statuses settle within a few seconds
 

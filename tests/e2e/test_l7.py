@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+
 from tests.support.dataplane import Cloud
 from tests.support.graph import find, listener, pool
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support.dataplane import Cloud, haproxy_pids, network_driver, network_objects, running_cloud
 
 from quadriga.network.drivers.netns import instance_for
+from tests.support.dataplane import Cloud, haproxy_pids, network_driver, network_objects, running_cloud
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
+from quadriga.backends import Backend
 from tests.support import traffic
 from tests.support.dataplane import Cloud
 from tests.support.graph import find, listener, pool, wait_statuses
 from tests.support.servers import TlsBackend, Unaccepting
-
-from quadriga.backends import Backend
 
 ALL_HEADERS = ["X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto", "X-Forwarded-IP", "X-Client-IP", "X-Real-IP"]
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+
+from quadriga.backends import Backend
 from tests.support import traffic
 from tests.support.dataplane import Cloud
 from tests.support.graph import eventually, find, find_member, listener, pool
 from tests.support.servers import ProxyProtocolBackend, TlsBackend
-
-from quadriga.backends import Backend
 
 PORTS = {
     "proxy": 80,

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from quadriga.backends import Backend
 from tests.support import traffic
 from tests.support.dataplane import Cloud
 from tests.support.graph import eventually, find, listener, monitor, pool, wait_statuses
 from tests.support.servers import ClosedPort
-
-from quadriga.backends import Backend
 
 COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 
