@@ -60,6 +60,7 @@ class Settings:
     agent_host: str = "127.0.0.1"  # where the in-process agent's mutual-TLS API listens
     agent_port: int = 9443
     collect_interval: float = 1.0  # seconds between two reads of the engines' statuses
+    purge_after_days: float = 7.0  # DELETED load balancers and engines stay listed this long
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
 
     @property
@@ -88,6 +89,7 @@ FILE_KEYS = {
     ("state", "dir"): "state_dir",
     ("controller", "poll_interval"): "poll_interval",
     ("controller", "collect_interval"): "collect_interval",
+    ("controller", "purge_after_days"): "purge_after_days",
     ("agent", "network_driver"): "network_driver",
     ("agent", "host"): "agent_host",
     ("agent", "port"): "agent_port",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import socket
@@ -22,6 +23,7 @@ from quadriga.api.common import Services
 from quadriga.certs.pki import ensure_controller_bundle, ensure_local_agent_bundle, not_after
 from quadriga.config import Settings, clouds_yaml
 from quadriga.controller.collector import StatusCollector
+from quadriga.controller.housekeeping import Housekeeping
 from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
@@ -153,6 +155,9 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     collector = StatusCollector(
         db, dataplane.agents, interval=settings.collect_interval, wake_reconciler=reconciler.wake
     )
+    housekeeping = Housekeeping(
+        db, dataplane.agents, purge_after=dt.timedelta(days=settings.purge_after_days), interval=60.0
+    )
     clouds = clouds_yaml(settings)
     (settings.state_dir / "clouds.yaml").write_text(clouds)
     print(f"# clouds.yaml (also in {settings.state_dir / 'clouds.yaml'}):\n{clouds}", flush=True)
@@ -165,9 +170,11 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     )
     reconciler.start()
     collector.start()
+    housekeeping.start()
     try:
         asyncio.run(_serve(settings, db, reconciler, ready))
     finally:
+        housekeeping.stop()
         collector.stop()
         reconciler.stop()
         dataplane.stop()

@@ -4,6 +4,7 @@ retried, and a delete removes the engine."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from quadriga.agent.client import AgentRejected, AgentUnavailable
+from quadriga.controller.housekeeping import Housekeeping
 from quadriga.db import models as m
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
@@ -18,6 +20,7 @@ from quadriga.providers.engine import EngineProvider
 from tests.support.api_harness import Api, make_api
 
 LB = "/v2/lbaas/loadbalancers"
+WEEK = dt.timedelta(days=7)
 
 
 class ScriptedAgent:
@@ -184,3 +187,35 @@ def test_a_replaced_engine_on_an_unreachable_agent_is_removed_later(api: Api, ag
         assert time.monotonic() < deadline, "the replaced engine was never removed"
         time.sleep(0.05)
     assert agent.removed == [old.id]
+
+
+def test_housekeeping_purges_old_deleted_rows_and_keeps_recent_ones(api: Api, agent: ScriptedAgent):
+    old = api.wait_lb(create(api)["id"])
+    recent = api.wait_lb(create(api)["id"])
+    for lb in (old, recent):
+        assert api.delete(f"{LB}/{lb['id']}").status_code == 204
+        api.wait_lb(lb["id"], "DELETED")
+    with api.db.write() as s:  # the first one was deleted long ago
+        s.execute(update(m.LoadBalancer).where(m.LoadBalancer.id == old["id"]).values(updated_at=m.utcnow() - WEEK))
+        s.execute(update(m.Amphora).where(m.Amphora.load_balancer_id == old["id"]).values(updated_at=m.utcnow() - WEEK))
+    keeper = Housekeeping(api.db, {"agent-1": agent}, purge_after=dt.timedelta(days=1))
+    assert keeper.purge() == 2
+    with api.db.read() as s:
+        assert s.get(m.LoadBalancer, old["id"]) is None and s.get(m.LoadBalancer, recent["id"]) is not None
+    assert amphorae(api, old["id"]) == [] and len(amphorae(api, recent["id"])) == 1
+    assert keeper.purge() == 0
+
+
+def test_housekeeping_removes_an_engine_no_load_balancer_owns_after_two_sightings(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    (owned,) = amphorae(api, lb["id"])
+    reports = [
+        EngineReport(engine_id=owned.id, loadbalancer_id=lb["id"], revision=1, running=True),
+        EngineReport(engine_id="stray-engine", loadbalancer_id="gone", revision=3, running=True),
+    ]
+    agent.reports = lambda: reports  # type: ignore[method-assign]
+    keeper = Housekeeping(api.db, {"agent-1": agent})
+    assert keeper.collect_orphans() == 0  # first sighting: it might be an engine being placed right now
+    assert agent.removed == []
+    assert keeper.collect_orphans() == 1
+    assert agent.removed == ["stray-engine"]
