@@ -12,11 +12,13 @@ from __future__ import annotations
 import collections
 import json
 import socket
+import socketserver
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from typing import Self
 
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 MAX_SLEEP_MS = 10000
@@ -73,19 +75,17 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class Backend(ThreadingHTTPServer):
-    """One backend; `port` 0 picks a free one. Use `start()` / `stop()`, or `with`."""
+class ThreadedServer(socketserver.ThreadingTCPServer):
+    """A TCP server in a thread of its own, bound with IP_FREEBIND; `port` 0 picks a free one. Use
+    `start()` / `stop()`, or `with`. Subclasses bring the request handler."""
 
     daemon_threads = True
     block_on_close = False
+    allow_reuse_address = True
 
-    def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
-        self.name = name
-        self.seen: collections.deque[Seen] = collections.deque(maxlen=200)  # the last requests, oldest first
-        self.in_flight = 0  # requests being answered now
-        self.lock = threading.Lock()
+    def __init__(self, address: str, port: int, handler: type[socketserver.BaseRequestHandler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        super().__init__((address, port), _Handler, bind_and_activate=False)
+        super().__init__((address, port), handler, bind_and_activate=False)
         self.socket.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         try:
             self.server_bind()
@@ -108,7 +108,7 @@ class Backend(ThreadingHTTPServer):
     def port(self) -> int:
         return int(self.server_address[1])
 
-    def start(self) -> Backend:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
         return self
@@ -120,8 +120,19 @@ class Backend(ThreadingHTTPServer):
             self._thread = None
         self.server_close()
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Backend(ThreadedServer):
+    """One HTTP backend answering with its name (see the module docstring)."""
+
+    def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
+        self.name = name
+        self.seen: collections.deque[Seen] = collections.deque(maxlen=200)  # the last requests, oldest first
+        self.in_flight = 0  # requests being answered now
+        self.lock = threading.Lock()
+        super().__init__(address, port, _Handler)

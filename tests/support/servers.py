@@ -15,7 +15,6 @@ import socketserver
 import ssl
 import struct
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from quadriga.backends import IP_FREEBIND, Backend
+from quadriga.backends import IP_FREEBIND, Backend, ThreadedServer
 
 SOCKET_TIMEOUT = 5.0
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -200,46 +199,14 @@ class _ProxyHandler(socketserver.BaseRequestHandler):
             return
 
 
-class ProxyProtocolBackend(socketserver.ThreadingTCPServer):
+class ProxyProtocolBackend(ThreadedServer):
     """A member behind a PROXY or PROXYV2 pool: it reads the PROXY header, then answers the HTTP request
     that follows with JSON saying which client address and VIP the header carried (400 without a header)."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
 
     def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
         self.name = name
         self.headers: collections.deque[ProxyHeader] = collections.deque(maxlen=200)
-        super().__init__((address, port), _ProxyHandler, bind_and_activate=False)
-        self.socket.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except OSError:
-            self.server_close()
-            raise
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> str:
-        return str(self.server_address[0])
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def start(self) -> ProxyProtocolBackend:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.server_close()
+        super().__init__(address, port, _ProxyHandler)
 
 
 # --- a port that accepts no connection -------------------------------------------------------------
