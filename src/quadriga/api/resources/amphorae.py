@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.orm import Session
 
 from quadriga import status
 from quadriga.api import common, listing, policy, views
@@ -22,12 +23,16 @@ SPEC = listing.ListSpec(
 )
 
 
+def _find(session: Session, amphora_id: str) -> m.Amphora:
+    amp = session.get(m.Amphora, amphora_id)
+    if amp is None:
+        raise NotFound("Amphora", amphora_id)
+    return amp
+
+
 def _get(request: Request, amphora_id: str) -> m.Amphora:
     with common.services(request).db.read() as session:
-        amp = session.get(m.Amphora, amphora_id)
-        if amp is None:
-            raise NotFound("Amphora", amphora_id)
-        return amp
+        return _find(session, amphora_id)
 
 
 @router.get("/v2/octavia/amphorae")
@@ -48,9 +53,7 @@ def get_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends
 def amphora_stats(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
     with common.services(request).db.read() as session:
-        amp = session.get(m.Amphora, amphora_id)
-        if amp is None:
-            raise NotFound("Amphora", amphora_id)
+        amp = _find(session, amphora_id)
         return {"amphora_stats": views.amphora_statistics(session, amp)}
 
 
@@ -61,9 +64,7 @@ def amphora_config(amphora_id: str, request: Request, ctx: RequestContext = Depe
     policy.enforce(ctx, policy.ADMIN)
     svc = common.services(request)
     with common.change(svc) as session:
-        amp = session.get(m.Amphora, amphora_id)
-        if amp is None:
-            raise NotFound("Amphora", amphora_id)
+        amp = _find(session, amphora_id)
         lb = session.get(m.LoadBalancer, amp.load_balancer_id) if amp.load_balancer_id else None
         if lb is not None and lb.applied_revision == lb.revision:
             lb.applied_revision = lb.revision - 1
@@ -77,9 +78,7 @@ def amphora_failover(amphora_id: str, request: Request, ctx: RequestContext = De
     policy.enforce(ctx, policy.ADMIN)
     svc = common.services(request)
     with common.change(svc) as session:
-        amp = session.get(m.Amphora, amphora_id)
-        if amp is None:
-            raise NotFound("Amphora", amphora_id)
+        amp = _find(session, amphora_id)
         if amp.load_balancer_id is None:
             return Response(status_code=202)  # a spare: nothing serves on it
         lb = status.lock_loadbalancer(session, amp.load_balancer_id, deleting=True)
@@ -92,8 +91,5 @@ def amphora_failover(amphora_id: str, request: Request, ctx: RequestContext = De
 def delete_amphora(amphora_id: str, request: Request, ctx: RequestContext = Depends(common.context)) -> Response:
     policy.enforce(ctx, policy.ADMIN)
     with common.services(request).db.write() as session:
-        amp = session.get(m.Amphora, amphora_id)
-        if amp is None:
-            raise NotFound("Amphora", amphora_id)
-        session.delete(amp)
+        session.delete(_find(session, amphora_id))
     return Response(status_code=204)
