@@ -57,6 +57,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import machine  # bench/machine.py (the script's directory is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 PG_ENV = "QUADRIGA_BENCH_DATABASE_URL"
 HOST = "127.0.0.1"
@@ -117,17 +119,7 @@ def _run(cmd: list[str]) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
+    cpu_model, mem_kib = machine.cpu_model(), machine.memory_kib()
     versions = {}
     for dist in ("quadriga", "fastapi", "starlette", "uvicorn", "sqlalchemy", "pydantic", "psycopg"):
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import httpx  # noqa: E402
+import machine  # noqa: E402 - bench/machine.py (the script's directory is on sys.path)
 from api_bench import system_busy_seconds, wait_until_quiet  # noqa: E402
 from tests.support.dataplane import check_target  # noqa: E402
 from tests.support.server import QuadrigaServer  # noqa: E402
@@ -166,17 +167,7 @@ def _run(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str
 
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on: CPUs, memory, kernel, and the versions of the parts."""
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
+    cpu_model, mem_kib = machine.cpu_model(), machine.memory_kib()
 
     def first_line(cmd: list[str]) -> str:
         with contextlib.suppress(OSError, subprocess.SubprocessError):

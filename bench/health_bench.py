@@ -36,6 +36,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import machine  # bench/machine.py (the script's directory is on sys.path)
+
 from quadriga.health.codec import Heartbeat, ListenerBeat, Payload, decode, encode
 from quadriga.health.receiver import HeartbeatReceiver
 
@@ -54,13 +56,8 @@ TIME_LIMIT = 60.0  # seconds, for any one wait
 SKEW = 3600.0  # the datagrams are encoded before the runs, so their timestamps age; the check still runs
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+def machine_info() -> dict[str, str]:
+    model = machine.cpu_model() or "unknown"
     return {
         "nproc": str(os.cpu_count()),
         "usable cpus": str(len(os.sched_getaffinity(0))),
@@ -290,7 +287,7 @@ def main() -> None:
     count = 5000 if args.quick else args.count
     paced = int(args.rate * (1 if args.quick else args.seconds))
 
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
     if args.wait_quiet:
         print(f"other processes use {wait_quiet(args.wait_quiet):.2f} cores at the start")
     print()
