@@ -37,7 +37,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -119,18 +118,12 @@ def _run(cmd: list[str]) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model, mem_kib = machine.cpu_model(), machine.memory_kib()
     versions = {}
     for dist in ("quadriga", "fastapi", "starlette", "uvicorn", "sqlalchemy", "pydantic", "psycopg"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+    return machine.basics() | {
         "sqlite": sqlite3.sqlite_version,
         "commit": _run(["git", "rev-parse", "HEAD"]),
         "work_tree_dirty": bool(dirty),

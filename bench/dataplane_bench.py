@@ -41,7 +41,6 @@ import ipaddress
 import json
 import math
 import os
-import platform
 import random
 import re
 import shutil
@@ -167,7 +166,6 @@ def _run(cmd: list[str], timeout: float = 20) -> subprocess.CompletedProcess[str
 
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on: CPUs, memory, kernel, and the versions of the parts."""
-    cpu_model, mem_kib = machine.cpu_model(), machine.memory_kib()
 
     def first_line(cmd: list[str]) -> str:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -176,12 +174,7 @@ def machine_info() -> dict[str, Any]:
         return ""
 
     dirty = first_line(["git", "status", "--porcelain", "--untracked-files=no"])
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+    return machine.basics() | {
         "haproxy": first_line(["haproxy", "-v"]),
         "nginx": first_line(["nginx", "-v"]),
         "wrk": first_line(["wrk", "-v"]),

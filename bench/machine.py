@@ -4,7 +4,10 @@ the same way."""
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -21,3 +24,14 @@ def memory_kib() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1])
     return 0
+
+
+def basics() -> dict[str, Any]:
+    """CPUs, memory, kernel and Python: the first lines of every benchmark's machine description."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": round(memory_kib() / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
