@@ -159,8 +159,11 @@ class Engine:
         config = self.haproxy.config
         previous = config.read_text() if config.exists() else None
         served = self.spec
-        if self.plugged is None or served is None or (served.vips, served.subnets) != (spec.vips, spec.subnets):
-            self.plugged = self.network.plug(self.engine_id, spec)  # 2-3 `ip` processes: only when needed
+        # Plugging costs 2-3 `ip` processes: a reload re-plugs only when the VIPs change; a start always does
+        # (it also repairs plumbing lost with the process, e.g. a deleted namespace).
+        vips_changed = served is None or (served.vips, served.subnets) != (spec.vips, spec.subnets)
+        if not running or self.plugged is None or vips_changed:
+            self.plugged = self.network.plug(self.engine_id, spec)
         os.replace(self.directory / NEW_CONFIG, config)
         try:
             if running:
