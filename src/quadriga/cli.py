@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import signal
 import socket
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--network-port", type=int, help="networking API port (default 9696)")
     _data_plane_arguments(demo)
     demo.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    _health_parser(sub)
     _agent_parser(sub)
     _pki_parser(sub)
     return parser
@@ -51,6 +53,24 @@ def _data_plane_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--private-cidr", help="subnet of the `private` network created at the first start (default 10.10.0.0/24)"
     )
+    _health_listen(parser)
+
+
+def _health_listen(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--health-listen", help="UDP IP:port of the health receiver (default 127.0.0.1:5555; port 0: any free one)"
+    )
+
+
+def _health_parser(sub: argparse._SubParsersAction) -> None:
+    health = sub.add_parser(
+        "health", help="run a health receiver alone: heartbeats -> operating statuses and statistics in the database"
+    )
+    health.add_argument("--config", type=Path, help="TOML config file ([health] and [database] are read)")
+    health.add_argument("--state-dir", type=Path, help="where the default heartbeat key lives")
+    health.add_argument("--database-url", help="the controller's database (default: SQLite in the state dir)")
+    _health_listen(health)
+    health.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
 def _agent_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +86,17 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="bundle directory (agent.pem, agent.key, ca.pem) from `quadriga pki issue-agent`; "
         "default: issue one from the CA in the state directory",
+    )
+    agent.add_argument(
+        "--health-receiver",
+        action="append",
+        default=[],
+        type=_host_port,
+        help="IP:port of a health receiver to send heartbeats to (repeat for several); without one, the "
+        "controller sees this agent's engines as silent and fails them over",
+    )
+    agent.add_argument(
+        "--heartbeat-key", type=Path, help="file holding the heartbeat key (a copy of the controller's heartbeat.key)"
     )
     agent.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
@@ -85,11 +116,10 @@ def _pki_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not host:port (IPv6: [::1]:9443)")
-    return host, int(port)
+    try:
+        return config.host_port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _logging(level: str) -> None:
@@ -119,10 +149,37 @@ def main(argv: list[str] | None = None) -> int:
 
         overrides = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
         return demo.run(config.load(None, overrides))
+    elif args.command == "health":
+        return _run_health(args)
     elif args.command == "agent":
         return _run_agent(args)
     elif args.command == "pki":
         return _issue_agent(args)
+    return 0
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    """A receiver and recorder alone, until SIGTERM/SIGINT (several may run, each on its own address)."""
+    from quadriga.db.session import Database
+    from quadriga.health.service import HealthService
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config", "log_level")}
+    try:
+        settings = config.load(args.config, overrides)
+        db = Database(settings.db_url)
+        service = HealthService(db, settings).start()
+    except (config.ConfigError, ValueError, OSError) as exc:
+        print(f"quadriga health: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"listening on {service.receiver.address[0]}:{service.receiver.address[1]}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        service.stop()
+        db.dispose()
     return 0
 
 
@@ -141,6 +198,7 @@ def _run_agent(args: argparse.Namespace) -> int:
                 raise ValueError(f"{args.pki_dir} lacks agent.pem, agent.key or ca.pem: see `quadriga pki issue-agent`")
         else:
             bundle = pki.ensure_local_agent_bundle(state_dir, args.name, [host])
+        keys = _agent_heartbeat_key(args)
     except (ValueError, OSError, pki.PKIError) as exc:
         print(f"quadriga agent: {exc}", file=sys.stderr)
         return 2
@@ -155,14 +213,42 @@ def _run_agent(args: argparse.Namespace) -> int:
     except (NetworkError, OSError) as exc:  # no netns here, the port is taken, the certificate is unreadable
         print(f"quadriga agent: cannot start: {exc}", file=sys.stderr)
         return 1
+    sender = None
+    if keys:
+        from quadriga.agent.heartbeat import HeartbeatSender
+
+        key_id, key = next(iter(keys.items()))
+        sender = HeartbeatSender(agent_host.agent, args.health_receiver, key_id, key)
+        sender.start()
+        logging.getLogger("quadriga.agent").info(
+            "heartbeats to %s (key %s)", ", ".join(f"{h}:{p}" for h, p in args.health_receiver), key_id
+        )
     try:
         while not stop.wait(1.0):
             if not agent_host.server.running:
                 logging.getLogger("quadriga.agent").error("the agent API stopped unexpectedly")
                 return 1
     finally:
+        if sender is not None:
+            sender.stop()
         agent_host.stop()
     return 0
+
+
+def _agent_heartbeat_key(args: argparse.Namespace) -> dict[str, bytes]:
+    """The agent's signing key ({} without receivers: no heartbeats, said loudly)."""
+    from quadriga.health.keys import load_keys
+
+    if not args.health_receiver:
+        logging.getLogger("quadriga.agent").warning(
+            "no --health-receiver: this agent sends no heartbeats, so a controller fails its engines over"
+        )
+        return {}
+    for host, _ in args.health_receiver:
+        ipaddress.ip_address(host)  # heartbeats go to addresses, not names
+    if args.heartbeat_key is None:
+        raise ValueError("--health-receiver needs --heartbeat-key (a copy of the controller's heartbeat.key)")
+    return load_keys([args.heartbeat_key])
 
 
 def _issue_agent(args: argparse.Namespace) -> int:

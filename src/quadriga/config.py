@@ -21,6 +21,17 @@ Example config file:
     host = "127.0.0.1"
     port = 9443
 
+    [health]                      # heartbeats and automatic failover
+    listen = "127.0.0.1:5555"     # the health receiver's UDP address (port 0: any free port)
+    key_files = []                # accepted heartbeat keys, the first one signs (default: heartbeat.key in
+                                  # the state directory, created at the first start); see quadriga.health.keys
+    receivers = []                # more receivers the in-process agent sends to, e.g. ["10.0.0.2:5555"]
+    interval = 1.0                # seconds between two heartbeats of an engine
+    timeout = 3.0                 # an engine silent this long is failed over
+    breaker = true                # no automatic failover when many engines fall silent at once:
+    breaker_share = 0.5           #   more than this share of the engines,
+    breaker_min = 3               #   and at least this many (so small clouds still fail over)
+
     [quotas]                      # defaults for projects without custom quotas; -1 = unlimited
     loadbalancer = -1
 """
@@ -59,13 +70,25 @@ class Settings:
     public_cidr: str | None = None
     agent_host: str = "127.0.0.1"  # where the in-process agent's mutual-TLS API listens
     agent_port: int = 9443
-    collect_interval: float = 1.0  # seconds between two reads of the engines' statuses
+    health_listen: str = "127.0.0.1:5555"  # the health receiver (UDP host:port)
+    heartbeat_key_files: list[str] = field(default_factory=list)  # empty: heartbeat.key in the state dir
+    health_receivers: list[str] = field(default_factory=list)  # more receivers for the in-process agent
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 3.0
+    failover_breaker: bool = True
+    breaker_share: float = 0.5
+    breaker_min: int = 3
     purge_after_days: float = 7.0  # DELETED load balancers and engines stay listed this long
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
 
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'quadriga.sqlite'}"
+
+    @property
+    def key_files(self) -> list[Path]:
+        """The heartbeat key files, the signing one first."""
+        return [Path(p).expanduser() for p in self.heartbeat_key_files] or [self.state_dir / "heartbeat.key"]
 
     @property
     def lb_endpoint(self) -> str:
@@ -88,11 +111,18 @@ FILE_KEYS = {
     ("database", "url"): "database_url",
     ("state", "dir"): "state_dir",
     ("controller", "poll_interval"): "poll_interval",
-    ("controller", "collect_interval"): "collect_interval",
     ("controller", "purge_after_days"): "purge_after_days",
     ("agent", "network_driver"): "network_driver",
     ("agent", "host"): "agent_host",
     ("agent", "port"): "agent_port",
+    ("health", "listen"): "health_listen",
+    ("health", "key_files"): "heartbeat_key_files",
+    ("health", "receivers"): "health_receivers",
+    ("health", "interval"): "heartbeat_interval",
+    ("health", "timeout"): "heartbeat_timeout",
+    ("health", "breaker"): "failover_breaker",
+    ("health", "breaker_share"): "breaker_share",
+    ("health", "breaker_min"): "breaker_min",
 }
 
 
@@ -137,11 +167,36 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
                 ipaddress.ip_network(value, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"{name} {value!r} is not a subnet: {exc}") from None
+    _check_health(settings)
     if settings.network_driver not in NETWORK_DRIVERS:
         raise ConfigError(
             f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}"
         )
     return settings
+
+
+def host_port(value: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """("host", port) from "host:port" ("[::1]:5555" for IPv6); ValueError with the reason otherwise."""
+    host, sep, port = str(value).rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    low = 0 if allow_zero else 1
+    if not sep or not host or not port.isdigit() or not low <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (IPv6: [::1]:9443)")
+    return host, int(port)
+
+
+def _check_health(settings: Settings) -> None:
+    try:
+        host, _ = host_port(settings.health_listen, allow_zero=True)
+        ipaddress.ip_address(host)
+        for receiver in settings.health_receivers:
+            ipaddress.ip_address(host_port(receiver)[0])
+    except ValueError as exc:
+        raise ConfigError(f"[health] listen and receivers take IP:port: {exc}") from None
+    if not 0 < settings.heartbeat_interval < settings.heartbeat_timeout:
+        raise ConfigError("[health] needs 0 < interval < timeout")
+    if not 0 < settings.breaker_share <= 1 or settings.breaker_min < 1:
+        raise ConfigError("[health] breaker_share must be in (0, 1] and breaker_min at least 1")
 
 
 def clouds_yaml(settings: Settings) -> str:

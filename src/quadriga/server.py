@@ -1,6 +1,11 @@
 """`quadriga serve`: the embedded shape — the load-balancer API, the networking API, the controller (the
-reconciler and the status collector) and an agent with its engines, in one process, sharing one database.
-The controller reaches the agent over its mutual-TLS API, exactly as it reaches an agent on another host."""
+reconciler, the failover watchdog, housekeeping), a health receiver and an agent with its engines, in one
+process, sharing one database. The controller reaches the agent over its mutual-TLS API, exactly as it
+reaches an agent on another host, and the agent sends its heartbeats over UDP to the receiver (and to any
+other receivers configured), exactly as from another host.
+
+SIGUSR1 pauses (and a second one resumes) the in-process agent's heartbeats: a fire drill for the
+failover circuit breaker, logged loudly."""
 
 from __future__ import annotations
 
@@ -16,17 +21,19 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from quadriga.agent.client import AgentClient
+from quadriga.agent.heartbeat import HeartbeatSender
 from quadriga.agent.host import AgentHost
 from quadriga.api.app import create_app
 from quadriga.api.auth import make_authenticator
 from quadriga.api.common import Services
 from quadriga.certs.pki import ensure_controller_bundle, ensure_local_agent_bundle, not_after
-from quadriga.config import Settings, clouds_yaml
-from quadriga.controller.collector import StatusCollector
+from quadriga.config import Settings, clouds_yaml, host_port
+from quadriga.controller.failover import FailoverWatchdog
 from quadriga.controller.housekeeping import Housekeeping
 from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
+from quadriga.health.service import HealthService, reachable
 from quadriga.network import embedded
 from quadriga.network.api import create_app as create_network_app
 from quadriga.network.drivers.netns import instance_for
@@ -61,6 +68,7 @@ class DataPlane:
         self.client = AgentClient(self.host.url, ensure_controller_bundle(settings.state_dir))
         self.agents = {LOCAL_AGENT: self.client}
         self.cert_expiration = not_after(self.host.bundle.cert.read_bytes()).replace(tzinfo=None)
+        self.sender: HeartbeatSender | None = None
 
     def seed_cidrs(self, settings: Settings) -> dict[str, str]:
         """The subnets of the networks created at the first start: loopback VIPs need 127/8."""
@@ -74,7 +82,23 @@ class DataPlane:
         )
         return {"noop": NoopProvider(delay=settings.provider_delay), engine.name: engine}
 
+    def start_heartbeats(self, settings: Settings, health: HealthService) -> None:
+        """Send the engines' heartbeats to this process's receiver and the configured others."""
+        receivers = [reachable(health.receiver.address)] + [host_port(r) for r in settings.health_receivers]
+        key_id, key = next(iter(health.keys.items()))
+        self.sender = HeartbeatSender(self.host.agent, receivers, key_id, key, interval=settings.heartbeat_interval)
+        self.sender.start()
+        log.info(
+            "agent %s sends heartbeats every %.1f s to %s (key %s)",
+            LOCAL_AGENT,
+            settings.heartbeat_interval,
+            ", ".join(f"{h}:{p}" for h, p in receivers),
+            key_id,
+        )
+
     def stop(self) -> None:
+        if self.sender is not None:
+            self.sender.stop()
         self.client.close()
         self.host.stop()
 
@@ -88,7 +112,13 @@ def prepare_database(settings: Settings, cidrs: dict[str, str] = embedded.DEFAUL
     return db
 
 
-async def _serve(settings: Settings, db: Database, reconciler: Reconciler, ready: Callable[[], None] | None) -> None:
+async def _serve(
+    settings: Settings,
+    db: Database,
+    reconciler: Reconciler,
+    ready: Callable[[], None] | None,
+    sender: HeartbeatSender,
+) -> None:
     authenticator = make_authenticator(settings.auth_strategy, settings.default_project)
     providers = reconciler.providers
     svc = Services(
@@ -124,6 +154,15 @@ async def _serve(settings: Settings, db: Database, reconciler: Reconciler, ready
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
 
+    def drill() -> None:
+        sender.paused = not sender.paused
+        if sender.paused:
+            log.warning("SIGUSR1: heartbeats of the in-process agent PAUSED (a drill); SIGUSR1 again resumes them")
+        else:
+            log.warning("SIGUSR1: heartbeats of the in-process agent resumed")
+
+    loop.add_signal_handler(signal.SIGUSR1, drill)
+
     async def announce() -> None:
         while not all(server.started for server in servers):
             if any(server.should_exit for server in servers):
@@ -152,8 +191,22 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         poll_interval=settings.poll_interval,
         owner=f"serve@{socket.gethostname()}:{instance_for(settings.state_dir)}",
     )
-    collector = StatusCollector(
-        db, dataplane.agents, interval=settings.collect_interval, wake_reconciler=reconciler.wake
+    try:
+        health = HealthService(db, settings, wake_reconciler=reconciler.wake).start()
+    except (OSError, ValueError) as exc:
+        dataplane.stop()
+        db.dispose()
+        raise SystemExit(f"quadriga: the health receiver cannot start on {settings.health_listen}: {exc}") from None
+    watchdog = FailoverWatchdog(
+        db,
+        reconciler.providers,
+        health.recorder.last_serving,
+        timeout=settings.heartbeat_timeout,
+        breaker=settings.failover_breaker,
+        breaker_share=settings.breaker_share,
+        breaker_min=settings.breaker_min,
+        wake_reconciler=reconciler.wake,
+        forget=health.recorder.forget,
     )
     housekeeping = Housekeeping(
         db, dataplane.agents, purge_after=dt.timedelta(days=settings.purge_after_days), interval=60.0
@@ -168,14 +221,17 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         db.engine.url.render_as_string(hide_password=True),
         settings.auth_strategy,
     )
+    dataplane.start_heartbeats(settings, health)
     reconciler.start()
-    collector.start()
+    watchdog.start()
     housekeeping.start()
     try:
-        asyncio.run(_serve(settings, db, reconciler, ready))
+        assert dataplane.sender is not None
+        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender))
     finally:
         housekeeping.stop()
-        collector.stop()
+        watchdog.stop()
         reconciler.stop()
         dataplane.stop()
+        health.stop()
         db.dispose()

@@ -208,10 +208,11 @@ def pool_operating(pool: m.Pool, member_statuses: list[str]) -> str:
     return c.DEGRADED if failed else c.ONLINE
 
 
-def operating(lb: m.LoadBalancer, report: Any | None) -> dict[str, str]:
+def operating(lb: m.LoadBalancer, report: Any | None, *, keep_members: bool = False) -> dict[str, str]:
     """The operating status of every object of `lb`'s tree (by id) given its engine's report (an
-    `EngineReport`, or None when no engine reports for it: everything is then OFFLINE, or ERROR for an
-    enabled load balancer whose engine is gone)."""
+    `EngineReport` or a heartbeat's payload, or None when no engine reports for it: everything is then
+    OFFLINE, or ERROR for an enabled load balancer whose engine is gone). `keep_members`: the report leaves
+    the members out (a partial heartbeat), so members, pools and monitors keep their last statuses."""
     result: dict[str, str] = {}
     running = report is not None and report.running
     listeners = {} if not running else report.listeners
@@ -226,6 +227,12 @@ def operating(lb: m.LoadBalancer, report: Any | None) -> dict[str, str]:
                 result[rule.id] = c.ONLINE if running and rule.admin_state_up else c.OFFLINE
     for pool in lb.pools:
         reported = members.get(pool.id)
+        if running and keep_members:
+            kept = [*pool.members, pool] + ([pool.health_monitor] if pool.health_monitor is not None else [])
+            result.update({obj.id: obj.operating_status for obj in kept})
+            degraded |= pool.operating_status == c.DEGRADED
+            failed |= pool.operating_status == c.ERROR
+            continue
         if reported is None:  # no listener reaches this pool: nothing serves it
             for mb in pool.members:
                 result[mb.id] = c.OFFLINE

@@ -97,6 +97,7 @@ class HeartbeatSender:
         self._counts = {"sent": 0, "send_errors": 0, "report_errors": 0, "skipped": 0, "too_large": 0}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.paused = False  # True: send nothing (a drill for the controller's failover circuit breaker)
 
     def set_key(self, key_id: str, key: bytes) -> None:
         """Sign with this key from the next heartbeat on (receivers must accept it first)."""
@@ -150,6 +151,8 @@ class HeartbeatSender:
 
     def send_once(self) -> int:
         """Send one heartbeat per engine to every receiver. Returns how many datagrams left."""
+        if self.paused:
+            return 0
         try:
             reports = self.source.reports()
         except Exception as exc:

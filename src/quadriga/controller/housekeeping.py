@@ -77,7 +77,7 @@ class Housekeeping(BackgroundLoop):
         for name, agent in self.agents.items():
             try:
                 found |= {(name, report.engine_id) for report in agent.reports()}
-            except Exception as exc:  # an agent that does not answer is the collector's concern
+            except Exception as exc:  # its engines fall silent: the failover watchdog acts on that
                 log.debug("agent %s not asked for orphans: %s", name, exc)
         with self.db.read() as session:
             owned = set(session.scalars(select(m.Amphora.id).where(m.Amphora.status != AMP_DELETED)))

@@ -302,11 +302,16 @@ class Amphora(TimestampMixin, Base):
     # The load balancer revision this engine's agent last confirmed running, and why the engine is in ERROR.
     applied_revision: Mapped[int | None] = mapped_column(Integer)
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # The last heartbeat applied to this engine's rows: (boot, seq) only grows, so a heartbeat that several
+    # receivers deliver is counted once (`quadriga.health.recorder`).
+    heartbeat_boot: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_seq: Mapped[int | None] = mapped_column(BigInteger)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
 class ListenerStatistics(Base):
-    """A listener's counters on one engine, as Octavia keeps them. HAProxy's own counters restart at every
-    reload; `raw` holds the last values read, so the stored totals only ever grow."""
+    """A listener's counters on one engine, as Octavia keeps them: the sums of the deltas its heartbeats
+    carried, so they only ever grow (`active_connections` is the last value, a gauge)."""
 
     __tablename__ = "listener_statistics"
     listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -317,7 +322,6 @@ class ListenerStatistics(Base):
     active_connections: Mapped[int] = mapped_column(BigInteger, default=0)
     total_connections: Mapped[int] = mapped_column(BigInteger, default=0)
     request_errors: Mapped[int] = mapped_column(BigInteger, default=0)
-    raw: Mapped[dict] = mapped_column(JSON, default=dict)
     updated_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
