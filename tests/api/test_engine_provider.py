@@ -15,36 +15,12 @@ from quadriga.agent.client import AgentRejected, AgentUnavailable
 from quadriga.controller.housekeeping import Housekeeping
 from quadriga.db import models as m
 from quadriga.engine.report import EngineReport
-from quadriga.engine.spec import EngineSpec
 from quadriga.providers.engine import EngineProvider
 from tests.support.api_harness import Api, make_api
+from tests.support.scripted_agent import ScriptedAgent
 
 LB = "/v2/lbaas/loadbalancers"
 WEEK = dt.timedelta(days=7)
-
-
-class ScriptedAgent:
-    """Answers apply() from a script of outcomes (None = accept); records what it was sent."""
-
-    def __init__(self) -> None:
-        self.script: list[Exception | None] = []
-        self.applied: list[tuple[str, EngineSpec]] = []
-        self.removed: list[str] = []
-
-    def apply(self, engine_id: str, spec: EngineSpec) -> EngineReport:
-        outcome = self.script.pop(0) if self.script else None
-        if outcome is not None:
-            raise outcome
-        self.applied.append((engine_id, spec))
-        return EngineReport(
-            engine_id=engine_id, loadbalancer_id=spec.loadbalancer_id, revision=spec.revision, running=True
-        )
-
-    def remove(self, engine_id: str) -> None:
-        self.removed.append(engine_id)
-
-    def reports(self) -> list[EngineReport]:
-        return []
 
 
 @pytest.fixture
