@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.dataplane import Cloud
-
-
-def engines(cloud: Cloud, lb_id: str) -> dict[str, str]:
-    amps = cloud.ok(cloud.api.get("/v2/octavia/amphorae", params={"loadbalancer_id": lb_id}), 200)["amphorae"]
-    return {a["id"]: a["status"] for a in amps}
-
-
-def graph(cloud: Cloud, name: str) -> dict:
-    backend = cloud.backend(name)
-    pool = {"name": "p", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "members": [cloud.member(backend)]}
-    return {"name": name, "listeners": [{"protocol": "HTTP", "protocol_port": 80, "default_pool": pool}]}
+from tests.support.dataplane import Cloud, engines, graph
 
 
 def test_amphora_failover_replaces_the_engine_and_traffic_follows(cloud: Cloud, lbs: list[str]):

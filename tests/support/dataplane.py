@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import random
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,6 +54,20 @@ def haproxy_pids(directory: Path) -> list[int]:
             continue
         if argv[0].endswith(b"haproxy") and any(a.startswith(prefix) for a in argv):
             pids.append(int(name))
+    return pids
+
+
+def kill_engine(state_dir: Path, engine_id: str) -> list[int]:
+    """What a dying engine looks like: SIGKILL its HAProxy processes (master and workers, found by their
+    command lines naming the engine's directory) and delete its namespace (netns driver). Returns the pids."""
+    agent_dir = state_dir / "agent"
+    pids = haproxy_pids(agent_dir / "engines" / engine_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    namespace = f"qg-{instance_for(agent_dir)}-{engine_id}"
+    if namespace in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout:
+        subprocess.run(["ip", "netns", "delete", namespace], check=True, timeout=10)
     return pids
 
 
@@ -161,6 +176,19 @@ class Cloud:
 
     def answers(self, vip: str, count: int, port: int = 80, path: str = "/", **kw: Any) -> list[str]:
         return [self.get(vip, port, path, **kw).text.strip() for _ in range(count)]
+
+
+def engines(cloud: Cloud, lb_id: str) -> dict[str, str]:
+    """The load balancer's amphorae: id -> status."""
+    amps = cloud.ok(cloud.api.get("/v2/octavia/amphorae", params={"loadbalancer_id": lb_id}), 200)["amphorae"]
+    return {a["id"]: a["status"] for a in amps}
+
+
+def graph(cloud: Cloud, name: str) -> dict[str, Any]:
+    """A load balancer body: an HTTP listener on port 80 and a pool with one backend answering `name`."""
+    backend = cloud.backend(name)
+    pool = {"name": "p", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "members": [cloud.member(backend)]}
+    return {"name": name, "listeners": [{"protocol": "HTTP", "protocol_port": 80, "default_pool": pool}]}
 
 
 def free_private_cidr() -> str:

@@ -4,7 +4,7 @@
         httpx.get(server.lb_url + "/v2/lbaas/loadbalancers")
         server.write_clouds_yaml(tmp_path / "clouds.yaml")
 
-The server gets two free loopback ports, a fresh state directory (removed afterwards unless
+The server gets free loopback ports (its health receiver's UDP port is picked by the kernel), a fresh state directory (removed afterwards unless
 `keep_state_dir=True` or QUADRIGA_TEST_KEEP_STATE=1) and a log file, `server.log`, in that directory.
 `start()` waits for `GET /healthcheck` to answer 200 (and the networking port to accept connections);
 `stop()` sends SIGTERM to the server's PID, waits, then SIGKILLs it. Both are idempotent, and any server
@@ -296,6 +296,8 @@ class QuadrigaServer:
             str(self.net_port),
             "--agent-port",
             str(self.agent_port),
+            "--health-listen",  # a free UDP port per server, picked by the kernel (servers run side by side)
+            f"{self.host}:0",
         ]
         if self.database_url:
             cmd += ["--database-url", self.database_url]

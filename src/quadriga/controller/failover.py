@@ -12,7 +12,8 @@ and knows nothing yet) and when it first sees the engine ALLOCATED (just placed)
 start nor a new engine triggers a failover.
 
 Circuit breaker (on by default): when at least `breaker_min` engines and more than `breaker_share` of all
-engines are silent at once, no engine is failed over. A dead fleet is much less likely than a broken health
+engines are silent at once (counted from half the timeout on, so that a health path breaking for all at
+once is seen as one event even though the engines' last heartbeats arrived a little apart), no engine is failed over. A dead fleet is much less likely than a broken health
 path (a wrong heartbeat key, a firewall, a receiver that cannot keep up), and failing everything over at
 once would move every VIP for nothing, or worse. `breaker_min` keeps small clouds failing over: with the
 default 3, one or two silent engines are always replaced. An open breaker is logged once (and a reminder
@@ -92,13 +93,14 @@ class FailoverWatchdog(BackgroundLoop):
             )
         self._first_seen = {e: self._first_seen.get(e, now) for e in engines}
         self.forget(set(engines))
-        silent = {}
-        for engine_id in engines:
-            heard = max(self.last_serving(engine_id) or 0.0, self._first_seen[engine_id])
-            if now - heard > self.timeout:
-                silent[engine_id] = now - heard
-        if self._breaker_open(silent, len(engines), now):
+        ages = {e: now - max(self.last_serving(e) or 0.0, self._first_seen[e]) for e in engines}
+        # The breaker counts engines quiet for half the timeout: an agent's heartbeats leave in one pass, but
+        # reach the database a little apart, and the first engine past the timeout must not be failed over
+        # alone just before the others of a broken health path cross it too.
+        quiet = {e: age for e, age in ages.items() if age > self.timeout / 2}
+        if self._breaker_open(quiet, len(engines), now):
             return 0
+        silent = {e: age for e, age in quiet.items() if age > self.timeout}
         return sum(self._fail_over(engine_id, engines[engine_id], age) for engine_id, age in silent.items())
 
     def _breaker_open(self, silent: dict[str, float], total: int, now: float) -> bool:
@@ -119,8 +121,8 @@ class FailoverWatchdog(BackgroundLoop):
                 "and the agents. Failover on demand still works (PUT /v2/octavia/amphorae/{id}/failover).",
                 len(silent),
                 total,
-                self.timeout,
-                min(silent, key=lambda e: -silent[e]),
+                self.timeout / 2,
+                max(silent, key=lambda e: silent[e]),
             )
         elif tripped and now - self._reminded >= REMIND_EVERY:
             self._reminded = now
