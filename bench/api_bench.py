@@ -176,7 +176,8 @@ class _MiniServer:
         self.lb_port, self.net_port = _free_port(), _free_port()
         self.lb_url, self.net_url = f"http://{HOST}:{self.lb_port}", f"http://{HOST}:{self.net_port}"
         cmd = [sys.executable, "-m", "quadriga", "serve", "--state-dir", str(self.state_dir), "--host", HOST]
-        cmd += ["--port", str(self.lb_port), "--network-port", str(self.net_port), *self.extra_args]
+        cmd += ["--port", str(self.lb_port), "--network-port", str(self.net_port), "--health-listen", f"{HOST}:0"]
+        cmd += self.extra_args
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         self.log_path = self.state_dir / "server.log"
