@@ -4,8 +4,9 @@
         httpx.get(server.lb_url + "/v2/lbaas/loadbalancers")
         server.write_clouds_yaml(tmp_path / "clouds.yaml")
 
-The server gets free loopback ports (its health receiver's UDP port is picked by the kernel), a fresh state directory (removed afterwards unless
-`keep_state_dir=True` or QUADRIGA_TEST_KEEP_STATE=1) and a log file, `server.log`, in that directory.
+The server gets free loopback ports (the kernel picks its health receiver's UDP port), a fresh state
+directory (removed afterwards unless `keep_state_dir=True` or QUADRIGA_TEST_KEEP_STATE=1) and a log file,
+`server.log`, in that directory.
 `start()` waits for `GET /healthcheck` to answer 200 (and the networking port to accept connections);
 `stop()` sends SIGTERM to the server's PID, waits, then SIGKILLs it. Both are idempotent, and any server
 still running when the interpreter exits is stopped by an atexit hook.

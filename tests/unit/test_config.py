@@ -27,6 +27,12 @@ def test_flags_override_the_file(tmp_path):
         ("[quotas]\nwidgets = 1\n", "unknown quota(s) ['widgets']"),
         ("[api\n", "cannot read config file"),
         ('[api]\nauth_strategy = "keystone-ish"\n', "auth_strategy must be noauth or header"),
+        ('[health]\nlisten = "localhost:5555"\n', "[health] listen and receivers take IP:port"),
+        ('[health]\nlisten = "127.0.0.1"\n', "is not host:port"),
+        ('[health]\nreceivers = ["127.0.0.1:0"]\n', "is not host:port"),
+        ("[health]\ntimeout = 0.5\n", "0 < interval < timeout"),
+        ("[health]\nbreaker_share = 1.5\n", "breaker_share must be in (0, 1]"),
+        ("[health]\nbreaker_min = 0\n", "breaker_min at least 1"),
     ],
 )
 def test_bad_config_is_refused_with_the_reason(tmp_path, text, message):
@@ -55,3 +61,29 @@ def test_clouds_yaml_points_both_overrides_at_this_server(tmp_path):
     assert "load_balancer_endpoint_override: http://127.0.0.1:7001" in text
     assert "network_endpoint_override: http://127.0.0.1:7002/" in text
     assert "auth_type: none" in text
+
+
+def test_health_settings_come_from_the_file(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text(
+        '[health]\nlisten = "0.0.0.0:0"\nkey_files = ["/k/new", "/k/old"]\ntimeout = 5.0\nbreaker = false\n'
+        'breaker_share = 0.3\nbreaker_min = 2\nreceivers = ["10.0.0.2:5555"]\n'
+    )
+    settings = config.load(path, {"state_dir": tmp_path})
+    assert settings.health_listen == "0.0.0.0:0" and settings.health_receivers == ["10.0.0.2:5555"]
+    assert [str(p) for p in settings.key_files] == ["/k/new", "/k/old"]
+    assert (settings.heartbeat_timeout, settings.failover_breaker, settings.breaker_share, settings.breaker_min) == (
+        5.0,
+        False,
+        0.3,
+        2,
+    )
+    assert config.load(None, {"state_dir": tmp_path}).key_files == [tmp_path / "heartbeat.key"]
+
+
+def test_quadriga_health_refuses_a_missing_key_file_and_exits_2(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text(f'[health]\nkey_files = ["{tmp_path / "nope.key"}"]\n')
+    cmd = [sys.executable, "-m", "quadriga", "health", "--config", str(path), "--state-dir", str(tmp_path)]
+    result = subprocess.run(cmd + ["--health-listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "nope.key" in result.stderr

@@ -12,12 +12,13 @@ and knows nothing yet) and when it first sees the engine ALLOCATED (just placed)
 start nor a new engine triggers a failover.
 
 Circuit breaker (on by default): when at least `breaker_min` engines and more than `breaker_share` of all
-engines are silent at once (counted from half the timeout on, so that a health path breaking for all at
-once is seen as one event even though the engines' last heartbeats arrived a little apart), no engine is failed over. A dead fleet is much less likely than a broken health
-path (a wrong heartbeat key, a firewall, a receiver that cannot keep up), and failing everything over at
-once would move every VIP for nothing, or worse. `breaker_min` keeps small clouds failing over: with the
-default 3, one or two silent engines are always replaced. An open breaker is logged once (and a reminder
-every `REMIND_EVERY` seconds), shown in the silent engines' status_reason, and logged again when it closes."""
+engines are silent at once, no engine is failed over. Engines count as silent for the breaker from half the
+timeout on, so that a health path that breaks for all of them is seen as one event although their last
+heartbeats arrived a little apart. A dead fleet is much less likely than a broken health path (a wrong
+heartbeat key, a firewall, a receiver that cannot keep up), and failing everything over at once would move
+every VIP for nothing, or worse. `breaker_min` keeps small clouds failing over: with the default 3, one or
+two silent engines are always replaced. An open breaker is logged once (and a reminder every
+`REMIND_EVERY` seconds), shown in the silent engines' status_reason, and logged again when it closes."""
 
 from __future__ import annotations
 
