@@ -20,12 +20,12 @@ from pathlib import Path
 
 from quadriga.agent.haproxy import write_atomic
 from quadriga.engine.spec import EngineSpec
-from quadriga.engine.vrrp import KeepalivedPaths, check_script, notify_script, render_keepalived
+from quadriga.engine.vrrp import KeepalivedPaths, check_script, notify_script, render_keepalived, vip_prefixes
 
 log = logging.getLogger("quadriga.agent")
 
 START_TIMEOUT = 5.0
-STOP_TIMEOUT = 3.0
+STOP_TIMEOUT = 2.0
 POLL_INTERVAL = 0.02
 LOG_TAIL = 2000  # characters of keepalived's log quoted in an error
 
@@ -61,6 +61,7 @@ class Keepalived:
             write_atomic(self.paths.config, config)
         pid = self.pid()
         if pid is None:
+            self._drop_stale_vips(spec, device)
             self.start()
             return "started"
         if changed:
@@ -113,8 +114,10 @@ class Keepalived:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:
                 if self._is_ours(pid):
+                    # A stopped (hung) keepalived is killed outright: woken up, it would advertise the MASTER
+                    # state it froze in, and take the VIPs from the peer that serves them now.
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
+                        os.kill(pid, signal.SIGKILL if _stopped(pid) else sig)
             deadline = time.monotonic() + STOP_TIMEOUT
             while any(self._is_ours(p) for p in pids) and time.monotonic() < deadline:
                 time.sleep(POLL_INTERVAL)
@@ -134,16 +137,30 @@ class Keepalived:
 
     # --- helpers ---------------------------------------------------------------------------------------
 
+    def _drop_stale_vips(self, spec: EngineSpec, device: str) -> None:
+        """Remove VIPs a killed keepalived left in the namespace: the kernel would keep answering ARP for them
+        while the peer serves. keepalived adds them again if this engine wins the election."""
+        lines = [f"addr del {vip}/{prefix} dev {device}" for vip, prefix in vip_prefixes(spec)]
+        try:
+            subprocess.run(
+                [*self.command_prefix, "ip", "-force", "-batch", "-"],
+                input="\n".join(lines) + "\n",
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("cannot clear stale VIPs of %s: %s", self.directory, exc)
+
     def _processes(self) -> list[int]:
         return [int(name) for name in os.listdir("/proc") if name.isdigit() and self._is_ours(int(name))]
 
     def _is_ours(self, pid: int) -> bool:
         try:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
-        if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+        if _state(pid) in ("Z", "X", ""):
             return False
         argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
         if not argv or Path(argv[0]).name != "keepalived":
@@ -155,6 +172,18 @@ class Keepalived:
             return self.paths.log_file.read_text(errors="replace")[-LOG_TAIL:].strip() or "no output"
         except OSError:
             return "no output"
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z, ...), "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _stopped(pid: int) -> bool:
+    return _state(pid) in ("T", "t")
 
 
 def _read_pid(path: Path, is_ours: Callable[[int], bool]) -> int | None:

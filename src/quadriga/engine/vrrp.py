@@ -74,9 +74,7 @@ def render_keepalived(spec: EngineSpec, paths: KeepalivedPaths, device: str) -> 
         raise ValueError("render_keepalived needs an ACTIVE_STANDBY spec")
     version = ipaddress.ip_address(ha.address).version
     vips, excluded = [], []
-    for vip in spec.vips:
-        subnet = spec.subnet_of(vip)
-        prefix = ipaddress.ip_network(subnet.cidr).prefixlen if subnet else (32 if ":" not in vip else 128)
+    for vip, prefix in vip_prefixes(spec):
         # A VRRPv3 instance carries the addresses of its own family; the others move with it, unannounced.
         (vips if ipaddress.ip_address(vip).version == version else excluded).append(f"{vip}/{prefix}")
     return JINJA.get_template("keepalived.conf.j2").render(
@@ -89,6 +87,16 @@ def render_keepalived(spec: EngineSpec, paths: KeepalivedPaths, device: str) -> 
         check_script=_keepalived_string(str(paths.check_script)),
         notify_script=_keepalived_string(str(paths.notify_script)),
     )
+
+
+def vip_prefixes(spec: EngineSpec) -> list[tuple[str, int]]:
+    """Each VIP with the prefix length of its subnet (as the network driver would configure it)."""
+    out = []
+    for vip in spec.vips:
+        subnet = spec.subnet_of(vip)
+        prefix = ipaddress.ip_network(subnet.cidr).prefixlen if subnet else ipaddress.ip_address(vip).max_prefixlen
+        out.append((vip, prefix))
+    return out
 
 
 def check_script(haproxy_pid_file: Path) -> str:
