@@ -20,8 +20,20 @@ apt_install() {
   fi
 }
 
-# HAProxy runs the engines; iproute2 builds the netns network; ping serves PING health monitors.
-apt_install python3 python3-venv python3-pip haproxy iproute2 iputils-ping
+# HAProxy runs the engines; iproute2 builds the netns network; ping serves PING health monitors; keepalived
+# moves the VIP of ACTIVE_STANDBY pairs. The agent runs its own keepalived per engine, so when this script
+# installs the package it disables Debian's keepalived service (a keepalived installed before is left as it
+# was); /etc/keepalived is never touched.
+had_keepalived=0
+dpkg -s keepalived >/dev/null 2>&1 && had_keepalived=1
+apt_install python3 python3-venv python3-pip haproxy iproute2 iputils-ping keepalived
+if [ $had_keepalived = 0 ] && [ "$(id -u)" = 0 ] && dpkg -s keepalived >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now keepalived >/dev/null 2>&1 || true
+  elif command -v update-rc.d >/dev/null; then
+    update-rc.d keepalived disable >/dev/null 2>&1 || true
+  fi
+fi
 [ $want_tests = 1 ] && apt_install postgresql
 if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   echo "warning: HAProxy is not installed and engines cannot run: apt-get install haproxy (as root)" >&2

@@ -23,6 +23,7 @@ import uvicorn
 from quadriga.agent.client import AgentClient
 from quadriga.agent.heartbeat import HeartbeatSender
 from quadriga.agent.host import AgentHost
+from quadriga.agent.keepalived import keepalived_binary
 from quadriga.api.app import create_app
 from quadriga.api.auth import make_authenticator
 from quadriga.api.common import Services
@@ -78,7 +79,11 @@ class DataPlane:
 
     def providers(self, db: Database, settings: Settings) -> dict[str, ProviderDriver]:
         engine = EngineProvider(
-            db, self.agents, check_vip=self.host.driver.check_vip, cert_expiration=lambda _name: self.cert_expiration
+            db,
+            self.agents,
+            check_vip=self.host.driver.check_vip,
+            cert_expiration=lambda _name: self.cert_expiration,
+            active_standby_unavailable=self.active_standby_unavailable(),
         )
         return {"noop": NoopProvider(delay=settings.provider_delay), engine.name: engine}
 
@@ -95,6 +100,15 @@ class DataPlane:
             ", ".join(f"{h}:{p}" for h, p in receivers),
             key_id,
         )
+
+    def active_standby_unavailable(self) -> str | None:
+        """Why this agent cannot run ACTIVE_STANDBY pairs (None when it can): they share a VIP between two
+        network namespaces through keepalived."""
+        if self.host.driver.name != "netns":
+            return f"it needs the netns network driver, and this server runs the {self.host.driver.name} driver"
+        if keepalived_binary() is None:
+            return "keepalived is not installed on the agent's host (apt-get install keepalived)"
+        return None
 
     def stop(self) -> None:
         if self.sender is not None:

@@ -213,9 +213,10 @@ def free_private_cidr() -> str:
 @contextlib.contextmanager
 def running_cloud(**server_args: Any) -> Iterator[Cloud]:
     database = os.environ.get("QUADRIGA_TEST_SERVER_DATABASE", "sqlite")
-    if network_driver() == "netns" and "extra_args" not in server_args:
+    driver = server_args.pop("network_driver", network_driver())
+    if driver == "netns" and "extra_args" not in server_args:
         server_args["extra_args"] = ["--private-cidr", free_private_cidr()]
-    server = QuadrigaServer(provider="amphora", network_driver=network_driver(), database=database, **server_args)
+    server = QuadrigaServer(provider="amphora", network_driver=driver, database=database, **server_args)
     with server:
         cloud = Cloud(server)
         try:

@@ -12,6 +12,10 @@ and the HAProxy process that serves it.
    reload seamlessly, or start HAProxy. If HAProxy's master cannot load it, the previous config file is
    put back (the old worker still serves it) and the apply fails with `EngineRejected`.
 
+An ACTIVE_STANDBY engine (`spec.ha`) also runs keepalived (`quadriga.agent.keepalived`), which holds the VIPs
+while this engine is MASTER: it is started or reloaded once HAProxy serves the spec, repaired by any apply
+(the controller's re-push), adopted or restarted by `recover`, and stopped before HAProxy by `remove`.
+
 `spec.json` holds the spec the engine serves; it is written only once HAProxy serves it, so after a crash
 the agent knows what runs (`recover`).
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from quadriga.agent.haproxy import Haproxy, HaproxyError, write_atomic
+from quadriga.agent.keepalived import Keepalived, KeepalivedError
 from quadriga.agent.runtime import RuntimeApi, RuntimeApiError
 from quadriga.engine.render import (
     EMPTY_SERVER_STATE,
@@ -83,6 +88,7 @@ class Engine:
         self.network = network
         self.options = options or RenderOptions()
         self.haproxy = Haproxy(self.directory, binary=haproxy, command_prefix=network.command_prefix(engine_id))
+        self.keepalived = Keepalived(self.directory, command_prefix=network.command_prefix(engine_id))
         self.error: str | None = None  # why the last apply failed
         self.spec: EngineSpec | None = self._load_spec()  # what HAProxy serves
         self.plugged: Plugged | None = None  # where the network driver put it (known once plugged)
@@ -100,6 +106,7 @@ class Engine:
         running = self.haproxy.master_pid() is not None
         if running and spec == current:
             log.info("engine=%s revision=%s already served", self.engine_id, spec.revision)
+            self._converge_vrrp(spec)
             self.error = None
             return self._report(spec)
         if current is not None and spec.revision == current.revision and spec != current:
@@ -119,6 +126,7 @@ class Engine:
             self.error = str(exc)
             raise
         self._save_spec(spec)
+        self._converge_vrrp(spec)
         self.error = None
         log.info("engine=%s revision=%s applied by %s", self.engine_id, spec.revision, how)
         return self._report(spec)
@@ -189,6 +197,25 @@ class Engine:
             except NetworkError as exc:
                 log.error("engine=%s cannot restore the network of the served revision: %s", self.engine_id, exc)
 
+    def _converge_vrrp(self, spec: EngineSpec) -> None:
+        """Run keepalived as `spec` asks (ACTIVE_STANDBY), or not at all (SINGLE). HAProxy serves `spec` already;
+        a keepalived that cannot run fails the apply (EngineRejected), since the engine cannot take the VIPs."""
+        try:
+            if spec.ha is None:
+                if self.keepalived.pid() is not None:
+                    self.keepalived.stop()
+                return
+            if self.plugged is None or self.plugged.device is None:
+                self.plugged = self.network.plug(self.engine_id, spec)
+            if self.plugged.device is None:
+                raise KeepalivedError(f"the {self.network.name} network driver names no device for the VIPs")
+            done = self.keepalived.ensure(spec, self.plugged.device, self.haproxy.pid_file)
+        except KeepalivedError as exc:
+            self.error = str(exc)
+            raise EngineRejected(self.engine_id, f"keepalived: {exc}") from exc
+        if done != "unchanged":
+            log.info("engine=%s revision=%s keepalived %s as %s", self.engine_id, spec.revision, done, spec.ha.role)
+
     # --- reporting -------------------------------------------------------------------------------------
 
     def report(self) -> EngineReport | None:
@@ -203,6 +230,7 @@ class Engine:
             running=False,
             error=self.error,
             lb_network_ip=self.plugged.lb_network_ip if self.plugged else None,
+            vrrp_state=self.keepalived.state() if spec.ha else None,
         )
         if self.haproxy.master_pid() is None:
             return report
@@ -222,6 +250,7 @@ class Engine:
         if self.haproxy.adopt():
             if self.spec is not None:
                 self.plugged = self.network.plug(self.engine_id, self.spec)  # idempotent; tells the address
+                self._converge_vrrp(self.spec)  # adopts a running keepalived, restarts a dead one
             return "adopted"
         if self.spec is None:
             self.remove()
@@ -231,7 +260,12 @@ class Engine:
         return "restarted"
 
     def remove(self) -> None:
-        """Stop HAProxy, unplug the network and delete the directory. Idempotent."""
+        """Stop keepalived (its peer takes the VIPs at once) and HAProxy, unplug the network and delete the
+        directory. Idempotent."""
+        try:
+            self.keepalived.stop()
+        except KeepalivedError as exc:  # only a process stuck in the kernel survives SIGKILL: go on
+            log.error("engine=%s %s", self.engine_id, exc)
         self.haproxy.stop()
         self.network.unplug(self.engine_id)
         shutil.rmtree(self.directory, ignore_errors=True)

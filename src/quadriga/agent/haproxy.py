@@ -197,6 +197,7 @@ class Haproxy:
             if self._is_ours(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
+                    os.kill(pid, signal.SIGCONT)  # a stopped (hung) process cannot act on the signal
 
     def _wait_gone(self, pids: Sequence[int], timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -29,6 +29,10 @@ Design choices (the why lives here, next to the code):
   (iputils-ping) to the member, or to its monitor_address. HAProxy kills it when the check times out.
   This needs `external-check` and `insecure-fork-wanted` in `global`, which are set only when a PING
   monitor is in use, and the right to send ICMP (root, or `net.ipv4.ping_group_range`).
+* **ACTIVE_STANDBY** engines (`spec.ha`) share their stick tables through a `peers` section (the two
+  engines, by engine id, on their own addresses at `PEERS_PORT`; `localpeer` names this one), so a client
+  keeps its member when the standby takes over. Their VIPs are moved by keepalived (`quadriga.engine.vrrp`);
+  HAProxy binds them before they arrive thanks to `ip_nonlocal_bind` in the engine's namespace.
 * **Escaping.** Every value that may come from a tenant goes through `quote()` (HAProxy's weak quoting
   with `\\"`, `\\\\`, `\\$` and `\\xNN` for control and non-ASCII bytes), so it is always exactly one word
   on its own line, whatever it holds; `fetch_arg()` adds the second level HAProxy needs inside
@@ -60,6 +64,8 @@ HAPROXY_MAX_MAXCONN = 1_000_000
 DEFAULT_TIMEOUT_CLIENT_DATA = 50000
 DEFAULT_TIMEOUT_MEMBER_CONNECT = 5000
 DEFAULT_TIMEOUT_MEMBER_DATA = 50000
+PEERS = "quadriga"  # the peers section of an ACTIVE_STANDBY engine
+PEERS_PORT = 1025  # where the two engines of a pair exchange stick-table entries (Octavia's port)
 
 MODE = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp", "PROMETHEUS": "http"}
 BALANCE = {
@@ -332,9 +338,10 @@ def _backend(
     mode = _backend_mode(pool, listener.protocol)
     persistence: list[str] = []
     sp = pool.session_persistence
+    shared = f" peers {PEERS}" if spec.ha is not None else ""
     if sp is not None:
         if sp.type == "SOURCE_IP":
-            persistence = [f"stick-table type ipv6 size {options.stick_table_size}", "stick on src"]
+            persistence = [f"stick-table type ipv6 size {options.stick_table_size}{shared}", "stick on src"]
         elif mode != "http":
             persistence = [f"# {sp.type} session persistence needs HTTP: not applied to a {mode}-mode backend"]
         elif sp.type == "HTTP_COOKIE":
@@ -342,7 +349,7 @@ def _backend(
         else:  # APP_COOKIE
             name = fetch_arg(sp.cookie_name or "")
             persistence = [
-                f"stick-table type string len 64 size {options.stick_table_size}",
+                f"stick-table type string len 64 size {options.stick_table_size}{shared}",
                 f"stick store-response {quote(f'res.cook({name})')}",
                 f"stick match {quote(f'req.cook({name})')}",
             ]
@@ -424,10 +431,23 @@ def _view(spec: EngineSpec, paths: EnginePaths, options: RenderOptions) -> dict[
         "external_check": _uses_ping(spec),
         "frontends": frontends,
         "backends": backends,
+        "peers": _peers(spec),
     }
 
 
-_ENV = jinja2.Environment(
+def _peers(spec: EngineSpec) -> dict[str, Any] | None:
+    if spec.ha is None:
+        return None
+    ha = spec.ha
+    members = sorted([(ha.name, ha.address), (ha.peer_name, ha.peer_address)])
+    return {
+        "section": PEERS,
+        "local": ha.name,
+        "members": [{"name": name, "address": _address(address, PEERS_PORT)} for name, address in members],
+    }
+
+
+JINJA = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=False,
     undefined=jinja2.StrictUndefined,
@@ -443,7 +463,7 @@ def render(spec: EngineSpec, paths: EnginePaths, options: RenderOptions | None =
         options = RenderOptions()
     if options.nbthread < 1:
         raise RenderError("nbthread must be at least 1")
-    return _ENV.get_template("haproxy.cfg.j2").render(_view(spec, paths, options))
+    return JINJA.get_template("haproxy.cfg.j2").render(_view(spec, paths, options))
 
 
 # --- support files ---------------------------------------------------------------------------------
@@ -503,4 +523,4 @@ def _ping_script(spec: EngineSpec) -> str:
                 if m.monitor_address:
                     key = f"{backend_name(pool_id, li.id)}/{m.id}"
                     targets.append((shlex.quote(key), shlex.quote(m.monitor_address)))
-    return _ENV.get_template("ping-check.sh.j2").render(targets=targets)
+    return JINJA.get_template("ping-check.sh.j2").render(targets=targets)

@@ -33,3 +33,4 @@ class EngineReport(_Report):
     # A pool behind two listeners has two backends; the worse status of the two is reported.
     members: dict[str, dict[str, str]] = {}
     error: str | None = None  # why the last apply failed, if it did (the old config keeps running)
+    vrrp_state: str | None = None  # ACTIVE_STANDBY: keepalived's state (MASTER holds the VIPs, BACKUP, FAULT)

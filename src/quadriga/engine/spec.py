@@ -260,6 +260,31 @@ class SubnetSpec(_Spec):
     gateway_ip: IPAddress | None = None
 
 
+class HASpec(_Spec):
+    """This engine's half of an ACTIVE_STANDBY pair: keepalived (VRRP, unicast to the peer) moves the VIPs to
+    whichever of the two serves, and HAProxy's peers protocol shares the stick tables between them. The two
+    engines' specs differ only here."""
+
+    role: Literal["MASTER", "BACKUP"]  # the nominal role; the higher priority wins the first election
+    priority: Annotated[int, Field(ge=1, le=254)]
+    vrid: Annotated[int, Field(ge=1, le=255)]  # the VRRP router id, the same on both engines
+    name: Id  # this engine's peer name (its engine id)
+    address: IPAddress  # this engine's own address on the VIP network (VRRP source, HAProxy peers)
+    peer_name: Id
+    peer_address: IPAddress
+    advert_ms: Annotated[int, Field(ge=10, le=40950)] = 250  # VRRPv3 advertisement interval, centiseconds apart
+
+    @model_validator(mode="after")
+    def _check(self) -> HASpec:
+        if self.name == self.peer_name or self.address == self.peer_address:
+            raise ValueError("an engine cannot be its own peer")
+        if ipaddress.ip_address(self.address).version != ipaddress.ip_address(self.peer_address).version:
+            raise ValueError("the engine and its peer need addresses of one IP version")
+        if self.advert_ms % 10:
+            raise ValueError("advert_ms must be a multiple of 10 (VRRPv3 counts centiseconds)")
+        return self
+
+
 class EngineSpec(_Spec):
     schema_version: Literal[1] = SCHEMA_VERSION
     revision: Annotated[int, Field(ge=0)]
@@ -269,10 +294,19 @@ class EngineSpec(_Spec):
     subnets: tuple[SubnetSpec, ...] = ()  # the subnets of the VIPs (empty: the driver needs none)
     listeners: tuple[ListenerSpec, ...] = ()
     pools: tuple[PoolSpec, ...] = ()
+    ha: HASpec | None = None  # None: a SINGLE engine that holds its VIPs itself
 
     @model_validator(mode="after")
     def _check(self) -> EngineSpec:
         _unique(list(self.vips), "VIP")
+        if self.ha is not None:
+            if not self.vips or not self.subnets:
+                raise ValueError("an ACTIVE_STANDBY engine needs VIPs and their subnets")
+            for address in (self.ha.address, self.ha.peer_address):
+                if address in self.vips:
+                    raise ValueError(f"engine address {address} is one of the VIPs")
+                if self.subnet_of(address) != self.subnet_of(self.vips[0]):
+                    raise ValueError(f"engine address {address} is not on the subnet of VIP {self.vips[0]}")
         _unique([sn.id for sn in self.subnets], "subnet")
         if self.subnets:
             for vip in self.vips:

@@ -2,20 +2,27 @@
 
 The API-time hooks refuse what an engine could never serve (a VIP the network driver cannot reach, an L7
 regular expression HAProxy cannot compile) with a 400, so nothing broken is stored. `apply` is the
-controller's half: it places the load balancer on an agent (one engine per load balancer, SINGLE topology),
-builds the engine's whole declarative spec and pushes it over the agent's mutual-TLS API. The agent answers
-only once the config is live, so the controller marks objects ACTIVE only when traffic can flow. Placement
-is recorded in the amphorae table before the push, so a controller that dies mid-way finds the same engine
-again on its next pass (every step is idempotent)."""
+controller's half: it places the load balancer on agents, builds the engines' whole declarative spec and pushes
+it over the agents' mutual-TLS API. The agent answers only once the config is live, so the controller marks
+objects ACTIVE only when traffic can flow. Placement is recorded in the amphorae table before the push, so a
+controller that dies mid-way finds the same engines again on its next pass (every step is idempotent).
+
+Topology comes from the load balancer's flavor (`loadbalancer_topology`, as in Octavia): SINGLE is one engine
+(role STANDALONE); ACTIVE_STANDBY is two engines, MASTER and BACKUP, each with an address of its own on the VIP
+network (a port of the embedded network, `vrrp_port_id`/`vrrp_ip`), sharing the VIPs (`ha_ip`) through
+keepalived and their stick tables through HAProxy's peers. Their specs differ only in `ha`. A failover replaces
+one engine: the survivor keeps serving (and is told its new peer first), the replacement takes the lost role."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
 from quadriga import constants as c
 from quadriga.agent.client import AgentRejected, AgentStale, AgentUnavailable
@@ -25,7 +32,8 @@ from quadriga.db.session import Database
 from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
 from quadriga.engine.regex import regex_error
 from quadriga.engine.report import EngineReport
-from quadriga.engine.spec import EngineSpec
+from quadriga.engine.spec import EngineSpec, HASpec
+from quadriga.network import embedded
 from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
 from quadriga.providers.noop import AZ_METADATA, FLAVOR_METADATA
 
@@ -36,6 +44,55 @@ log = logging.getLogger("quadriga.provider.engine")
 BOOTING, ALLOCATED, AMP_ERROR, AMP_DELETED = "BOOTING", "ALLOCATED", "ERROR", "DELETED"
 AMP_PENDING_DELETE = "PENDING_DELETE"
 LIVE = (BOOTING, ALLOCATED, AMP_ERROR)
+
+SINGLE, ACTIVE_STANDBY = "SINGLE", "ACTIVE_STANDBY"
+TOPOLOGIES = (SINGLE, ACTIVE_STANDBY)
+STANDALONE, MASTER, BACKUP = "STANDALONE", "MASTER", "BACKUP"
+PRIORITY = {MASTER: 100, BACKUP: 90}  # keepalived's; the higher wins the first election
+VRID = 1  # VRRP router id: unicast between the two engines of a pair, so one id serves every pair
+
+
+def topology_of(session: Session, flavor_id: str | None) -> str:
+    """The `loadbalancer_topology` of a flavor's profile; SINGLE without a flavor or without that key."""
+    flavor = session.get(m.Flavor, flavor_id) if flavor_id else None
+    if flavor is None:
+        return SINGLE
+    try:
+        data = json.loads(flavor.flavor_profile.flavor_data or "{}")
+    except ValueError:
+        return SINGLE  # the flavor API accepts JSON objects only
+    return str(data.get("loadbalancer_topology") or SINGLE)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One engine of a load balancer, as placed: where it runs and its ACTIVE_STANDBY part."""
+
+    engine_id: str
+    agent: str
+    new: bool  # never confirmed serving: pushed after the engines that do
+    role: str
+    ha_address: str | None = None
+    priority: int | None = None
+
+
+def _ha_parts(engines: list[Placed]) -> dict[str, HASpec | None]:
+    """Each engine's HASpec (None for SINGLE)."""
+    if len(engines) != 2 or any(e.ha_address is None for e in engines):
+        return {e.engine_id: None for e in engines}
+    a, b = engines
+    return {
+        mine.engine_id: HASpec(
+            role=mine.role,  # type: ignore[arg-type]
+            priority=mine.priority or PRIORITY[BACKUP],
+            vrid=VRID,
+            name=mine.engine_id,
+            address=mine.ha_address or "",
+            peer_name=peer.engine_id,
+            peer_address=peer.ha_address or "",
+        )
+        for mine, peer in ((a, b), (b, a))
+    }
 
 
 class AgentHandle(Protocol):
@@ -57,11 +114,13 @@ class EngineProvider(ProviderDriver):
         *,
         check_vip: Callable[[str, str | None], str | None] | None = None,
         cert_expiration: Callable[[str], Any] | None = None,
+        active_standby_unavailable: str | None = None,
     ) -> None:
         self.db = db
         self.agents = agents
         self.check_vip = check_vip
         self.cert_expiration = cert_expiration
+        self.active_standby_unavailable = active_standby_unavailable  # why ACTIVE_STANDBY cannot run here
 
     def get_supported_flavor_metadata(self) -> dict[str, str]:
         return FLAVOR_METADATA
@@ -69,8 +128,18 @@ class EngineProvider(ProviderDriver):
     def get_supported_availability_zone_metadata(self) -> dict[str, str]:
         return AZ_METADATA
 
+    def validate_flavor(self, flavor_data: dict[str, Any]) -> None:
+        super().validate_flavor(flavor_data)
+        topology = flavor_data.get("loadbalancer_topology", SINGLE)
+        if topology not in TOPOLOGIES:
+            raise Validation(f"loadbalancer_topology {topology!r} is not one of {', '.join(TOPOLOGIES)}")
+
     # --- API-time checks ---------------------------------------------------------------------------
     def loadbalancer_create(self, lb: m.LoadBalancer) -> None:
+        session = object_session(lb)
+        unavailable = self.active_standby_unavailable
+        if unavailable and session is not None and topology_of(session, lb.flavor_id) == ACTIVE_STANDBY:
+            raise Validation(f"ACTIVE_STANDBY topology (flavor {lb.flavor_id}): {self.active_standby_unavailable}")
         if self.check_vip is not None:
             for address in [lb.vip_address] + [v.get("ip_address") for v in lb.additional_vips or []]:
                 if not address:
@@ -115,27 +184,40 @@ class EngineProvider(ProviderDriver):
         except (UnsupportedFeature, ValueError) as exc:
             raise RejectedChange(str(exc)) from exc
         deleting = lb.provisioning_status == c.PENDING_DELETE
-        engine_id, agent_name = self._place(lb.id, create=not deleting)
-        if engine_id is None:
-            return  # being deleted and never placed: nothing runs anywhere
-        agent = self.agents.get(agent_name)
+        session = object_session(lb)
+        topology = topology_of(session, lb.flavor_id) if session is not None else SINGLE
+        engines = self._place(lb.id, topology, create=not deleting)
+        if deleting:
+            for engine in engines:
+                self._push(engine, None)
+            self._retire_replaced(lb.id)
+            return
+        ha = _ha_parts(engines)
+        # Engines that serve first: a survivor learns its new peer before the replacement starts advertising.
+        for engine in sorted(engines, key=lambda e: e.new):
+            self._push(engine, spec.model_copy(update={"ha": ha[engine.engine_id]}))
+        self._retire_replaced(lb.id)
+
+    def _push(self, engine: Placed, spec: EngineSpec | None) -> None:
+        """Make `engine` serve `spec`, or remove it (None)."""
+        agent = self.agents.get(engine.agent)
+        engine_id = engine.engine_id
         if agent is None:
-            raise ApplyError(f"engine {engine_id} lives on agent {agent_name!r}, which this controller does not know")
+            raise ApplyError(f"engine {engine_id} lives on agent {engine.agent!r}, which this controller does not know")
         try:
-            if deleting:
+            if spec is None:
                 agent.remove(engine_id)
                 self._record(engine_id, AMP_DELETED, None, None)
-                self._retire_replaced(lb.id)
                 return
             report = agent.apply(engine_id, spec)
-            self._retire_replaced(lb.id)
         except AgentRejected as exc:
             self._record(engine_id, None, None, str(exc))
-            raise RejectedChange(f"engine {engine_id} refused revision {spec.revision}: {exc}") from exc
+            revision = spec.revision if spec else "removal"
+            raise RejectedChange(f"engine {engine_id} refused revision {revision}: {exc}") from exc
         except AgentStale as exc:
-            raise ApplyError(f"engine {engine_id} runs a newer revision than {spec.revision}: {exc}") from exc
+            raise ApplyError(f"engine {engine_id} runs a newer revision than {spec and spec.revision}: {exc}") from exc
         except AgentUnavailable as exc:
-            raise ApplyError(f"agent {agent_name} unavailable: {exc}") from exc
+            raise ApplyError(f"agent {engine.agent} unavailable: {exc}") from exc
         self._record(engine_id, ALLOCATED, report, None)
 
     def _retire_replaced(self, lb_id: str) -> None:
@@ -160,33 +242,79 @@ class EngineProvider(ProviderDriver):
             self._record(engine_id, AMP_DELETED, None, None)
             log.info("replaced engine %s of load balancer %s removed", engine_id, lb_id)
 
-    def _place(self, lb_id: str, *, create: bool) -> tuple[str | None, str]:
-        """The engine (amphora id) and agent of `lb_id`; a new one on the least loaded agent if it has none."""
+    def _place(self, lb_id: str, topology: str, *, create: bool) -> list[Placed]:
+        """The engines of `lb_id`, placing the missing ones (one for SINGLE; MASTER and BACKUP for
+        ACTIVE_STANDBY, each replacing a lost one in its role) on the least loaded agents."""
         with self.db.write() as session:
-            amp = session.scalars(
-                select(m.Amphora).where(m.Amphora.load_balancer_id == lb_id, m.Amphora.status.in_(LIVE))
-            ).first()
-            if amp is not None:
-                return amp.id, amp.compute_id or ""
-            if not create:
-                return None, ""
-            if not self.agents:
-                raise ApplyError("no agent is configured to run engines")
-            load = dict(
-                session.execute(
-                    select(m.Amphora.compute_id, func.count())
-                    .where(m.Amphora.status.in_(LIVE))
-                    .group_by(m.Amphora.compute_id)
-                ).all()
+            live = list(
+                session.scalars(
+                    select(m.Amphora)
+                    .where(m.Amphora.load_balancer_id == lb_id, m.Amphora.status.in_(LIVE))
+                    .order_by(m.Amphora.created_at, m.Amphora.id)
+                )
             )
-            agent_name = min(self.agents, key=lambda name: (load.get(name, 0), name))
-            amp = m.Amphora(load_balancer_id=lb_id, compute_id=agent_name, status=BOOTING, role="STANDALONE")
-            if self.cert_expiration is not None:
-                amp.cert_expiration = self.cert_expiration(agent_name)
-            session.add(amp)
-            session.flush()
-            log.info("load balancer %s placed on agent %s as engine %s", lb_id, agent_name, amp.id)
-            return amp.id, agent_name
+            roles = [STANDALONE] if topology == SINGLE else [MASTER, BACKUP]
+            if create:
+                for role in roles:
+                    if not any(amp.role == role for amp in live):
+                        live.append(self._new_engine(session, lb_id, role, avoid={a.compute_id for a in live}))
+            return [
+                Placed(
+                    engine_id=amp.id,
+                    agent=amp.compute_id or "",
+                    new=amp.applied_revision is None,
+                    role=amp.role or STANDALONE,
+                    ha_address=amp.vrrp_ip,
+                    priority=amp.vrrp_priority,
+                )
+                for amp in live
+            ]
+
+    def _new_engine(self, session: Session, lb_id: str, role: str, avoid: set[str | None]) -> m.Amphora:
+        """A new engine row on the least loaded agent (another one than its peer's, when there is one); an
+        ACTIVE_STANDBY engine also gets its own address on the VIP's subnet."""
+        if not self.agents:
+            raise ApplyError("no agent is configured to run engines")
+        load = dict(
+            session.execute(
+                select(m.Amphora.compute_id, func.count())
+                .where(m.Amphora.status.in_(LIVE))
+                .group_by(m.Amphora.compute_id)
+            ).all()
+        )
+        agent_name = min(self.agents, key=lambda name: (name in avoid, load.get(name, 0), name))
+        amp = m.Amphora(id=m.new_id(), load_balancer_id=lb_id, compute_id=agent_name, status=BOOTING, role=role)
+        if self.cert_expiration is not None:
+            amp.cert_expiration = self.cert_expiration(agent_name)
+        if role != STANDALONE:
+            lb = session.get(m.LoadBalancer, lb_id)
+            subnet = session.get(m.Subnet, lb.vip_subnet_id) if lb and lb.vip_subnet_id else None
+            if lb is None or subnet is None:
+                raise RejectedChange(f"load balancer {lb_id} has no VIP subnet for its ACTIVE_STANDBY engines")
+            try:
+                port = embedded.create_port(
+                    session,
+                    subnet.network,
+                    lb.project_id,
+                    [embedded.IpRequest(subnet_id=subnet.id)],
+                    name=f"octavia-lb-vrrp-{amp.id}",
+                    device_owner=embedded.VIP_OWNER,
+                    device_id=amp.id,
+                    managed=True,
+                )
+            except embedded.NetError as exc:
+                raise RejectedChange(f"no address for an ACTIVE_STANDBY engine on subnet {subnet.id}: {exc}") from exc
+            amp.vrrp_port_id, amp.vrrp_ip, amp.ha_ip, amp.ha_port_id = (
+                port.id,
+                port.fixed_ips[0].ip_address,
+                lb.vip_address,
+                lb.vip_port_id,
+            )
+            amp.vrrp_id, amp.vrrp_priority = VRID, PRIORITY[role]
+        session.add(amp)
+        session.flush()
+        log.info("load balancer %s placed on agent %s as engine %s (%s)", lb_id, agent_name, amp.id, role)
+        return amp
 
     def _record(self, engine_id: str, status: str | None, report: EngineReport | None, reason: str | None) -> None:
         with self.db.write() as session:
@@ -195,6 +323,9 @@ class EngineProvider(ProviderDriver):
                 return
             if status is not None:
                 amp.status = status
+            if status == AMP_DELETED and amp.vrrp_port_id:
+                embedded.release_vip(session, amp.vrrp_port_id)  # its own address on the VIP network
+                amp.vrrp_port_id = None
             if report is not None:
                 amp.applied_revision = report.revision
                 amp.lb_network_ip = report.lb_network_ip or amp.lb_network_ip

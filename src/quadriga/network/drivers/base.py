@@ -29,6 +29,7 @@ class Plugged:
 
     namespace: str | None  # the network namespace HAProxy must run in (None: the host's)
     lb_network_ip: str | None  # the engine's address on its network (shown in the amphora API)
+    device: str | None = None  # the interface of the VIPs' network where the engine runs (netns: eth0)
 
 
 class NetworkDriver(ABC):

@@ -24,6 +24,8 @@ class LoopbackDriver(NetworkDriver):
         )
 
     def plug(self, engine_id: str, spec: EngineSpec) -> Plugged:
+        if spec.ha is not None:
+            raise NetworkError("ACTIVE_STANDBY engines need the netns network driver: here two cannot share a VIP")
         for vip in spec.vips:
             reason = self.check_vip(vip, None)
             if reason:

@@ -17,6 +17,10 @@ the (astronomically unlikely) case of two ids hashing alike.
 Bridges stay until `cleanup()`, even when no engine uses them any more: a member server on the host listening on
 the gateway address keeps working while load balancers come and go.
 
+ACTIVE_STANDBY engines (`spec.ha`): the namespace gets the engine's own address on the VIP network instead of the
+VIPs, which keepalived adds on whichever engine is MASTER (and which plug therefore never removes); HAProxy binds
+the VIPs before they arrive (`ip_nonlocal_bind`, set in every namespace).
+
 Neighbours: an engine's veth has a MAC derived from its ids, so when a VIP is added the driver tells the host's
 neighbour table the VIP's new owner directly (no stale entry when a VIP moves from one engine to another), and
 the namespace re-announces its addresses (gratuitous ARP / unsolicited NA via `arp_notify`/`ndisc_notify`) for
@@ -57,6 +61,8 @@ NAMESPACE_SYSCTLS = (
     "net.ipv4.conf.all.promote_secondaries=1",
     "net.ipv4.conf.default.promote_secondaries=1",
     "net.ipv6.conf.all.ndisc_notify=1",
+    "net.ipv4.ip_nonlocal_bind=1",
+    "net.ipv6.ip_nonlocal_bind=1",
 )
 
 
@@ -100,8 +106,9 @@ class _Network:
     veth: str
     mac: str  # of the engine's end of the veth
     subnets: tuple[SubnetSpec, ...]  # of its VIPs
-    addresses: frozenset[str]  # "vip/prefixlen"
+    addresses: frozenset[str]  # "vip/prefixlen" (an ACTIVE_STANDBY engine: its own address)
     on_host: frozenset[str]  # those whose subnet has a gateway, so the host has an address there
+    floating: frozenset[str] = frozenset()  # VIPs keepalived adds and removes (ACTIVE_STANDBY): left alone
 
 
 @dataclass
@@ -260,7 +267,8 @@ class NetnsDriver(NetworkDriver):
             host.run()
             inside.run()
             self._known_subnets.update(fresh)
-        return Plugged(namespace=ns, lb_network_ip=spec.vips[0] if spec.vips else None)
+        own = spec.ha.address if spec.ha else (spec.vips[0] if spec.vips else None)
+        return Plugged(namespace=ns, lb_network_ip=own, device=devices[networks[0].network_id] if networks else None)
 
     def unplug(self, engine_id: str) -> None:
         ns = self.namespace(engine_id)
@@ -312,8 +320,8 @@ class NetnsDriver(NetworkDriver):
 
     def _networks(self, engine_id: str, spec: EngineSpec) -> list[_Network]:
         """The networks the engine needs, in the order of their first VIP (the first is eth0)."""
-        by_network: dict[str, tuple[list[SubnetSpec], list[str], list[str]]] = {}
-        for vip in spec.vips:
+        by_network: dict[str, tuple[list[SubnetSpec], list[str], list[str], list[str]]] = {}
+        for vip in [*spec.vips, *([spec.ha.address] if spec.ha else [])]:
             subnet = spec.subnet_of(vip)
             if subnet is None:
                 raise NetworkError(
@@ -325,10 +333,13 @@ class NetnsDriver(NetworkDriver):
                 raise NetworkError(f"VIP {vip} is the gateway address of subnet {subnet.id}, which the host holds")
             if subnet.gateway_ip and ipaddress.ip_address(subnet.gateway_ip) not in ipaddress.ip_network(subnet.cidr):
                 raise NetworkError(f"gateway {subnet.gateway_ip} of subnet {subnet.id} is outside its {subnet.cidr}")
-            subnets, addresses, on_host = by_network.setdefault(subnet.network_id, ([], [], []))
+            subnets, addresses, on_host, floating = by_network.setdefault(subnet.network_id, ([], [], [], []))
             if subnet not in subnets:
                 subnets.append(subnet)
             address = f"{vip}/{ipaddress.ip_network(subnet.cidr).prefixlen}"
+            if spec.ha is not None and vip in spec.vips:
+                floating.append(address)
+                continue
             addresses.append(address)
             if subnet.gateway_ip:
                 on_host.append(address)
@@ -341,8 +352,9 @@ class NetnsDriver(NetworkDriver):
                 subnets=tuple(subnets),
                 addresses=frozenset(addresses),
                 on_host=frozenset(on_host),
+                floating=frozenset(floating),
             )
-            for network_id, (subnets, addresses, on_host) in by_network.items()
+            for network_id, (subnets, addresses, on_host, floating) in by_network.items()
         ]
 
     def _check_subnets(self, networks: list[_Network]) -> set[tuple[str, str]]:
@@ -428,7 +440,7 @@ class NetnsDriver(NetworkDriver):
         host.add(f'link set {net.veth} addrgenmode none master {net.bridge} alias "{alias}" up')
         inside.add(f"link set {interface.name} alias {net.network_id} up")
         where = f"{interface.name} of namespace {inside.netns}"
-        for address in sorted(interface.addresses - net.addresses):
+        for address in sorted(interface.addresses - net.addresses - net.floating):
             inside.add(f"addr del {address} dev {interface.name}", f"removed VIP {address} from {where}")
         added = sorted(net.addresses - interface.addresses)
         for address in added:
