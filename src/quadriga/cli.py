@@ -80,7 +80,7 @@ def _pki_parser(sub: argparse._SubParsersAction) -> None:
         "--address", action="append", default=[], help="an IP address or DNS name the controller reaches it at"
     )
     issue.add_argument("--out", type=Path, required=True, help="directory for agent.pem, agent.key and ca.pem")
-    issue.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    issue.add_argument("--days", type=float, default=365, help="validity (default %(default)s)")
     issue.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
 
 

@@ -20,6 +20,11 @@ Example config file:
     network_driver = "auto"       # netns (root) or loopback; auto picks netns where it can
     host = "127.0.0.1"
     port = 9443
+    cert_validity_days = 365      # agent certificates are renewed, with no restart, when
+    cert_renew_days = 30          # fewer days than this are left (fractions of a day work)
+
+    [controller]
+    housekeeping_interval = 60    # seconds between purges, orphan collections and certificate checks
 
     [quotas]                      # defaults for projects without custom quotas; -1 = unlimited
     loadbalancer = -1
@@ -61,6 +66,9 @@ class Settings:
     agent_port: int = 9443
     collect_interval: float = 1.0  # seconds between two reads of the engines' statuses
     purge_after_days: float = 7.0  # DELETED load balancers and engines stay listed this long
+    housekeeping_interval: float = 60.0
+    agent_cert_validity_days: float = 365.0
+    agent_cert_renew_days: float = 30.0
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
 
     @property
@@ -90,9 +98,12 @@ FILE_KEYS = {
     ("controller", "poll_interval"): "poll_interval",
     ("controller", "collect_interval"): "collect_interval",
     ("controller", "purge_after_days"): "purge_after_days",
+    ("controller", "housekeeping_interval"): "housekeeping_interval",
     ("agent", "network_driver"): "network_driver",
     ("agent", "host"): "agent_host",
     ("agent", "port"): "agent_port",
+    ("agent", "cert_validity_days"): "agent_cert_validity_days",
+    ("agent", "cert_renew_days"): "agent_cert_renew_days",
 }
 
 
@@ -137,6 +148,13 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
                 ipaddress.ip_network(value, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"{name} {value!r} is not a subnet: {exc}") from None
+    if not 0 < settings.agent_cert_renew_days < settings.agent_cert_validity_days:
+        raise ConfigError(
+            f"cert_renew_days ({settings.agent_cert_renew_days}) must be above 0 and below cert_validity_days "
+            f"({settings.agent_cert_validity_days}), or certificates would be renewed at every check"
+        )
+    if settings.housekeeping_interval <= 0:
+        raise ConfigError(f"housekeeping_interval must be above 0, not {settings.housekeeping_interval}")
     if settings.network_driver not in NETWORK_DRIVERS:
         raise ConfigError(
             f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}"

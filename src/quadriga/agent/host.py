@@ -14,6 +14,7 @@ from pathlib import Path
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.api import AgentServer, Identity, create_app
+from quadriga.agent.certificate import AgentCertificate
 from quadriga.certs.pki import Bundle
 from quadriga.engine.regex import haproxy_binary
 from quadriga.network.drivers import make_driver
@@ -36,13 +37,15 @@ class AgentHost:
         self.driver: NetworkDriver = make_driver(self.network_driver, instance_for(self.state_dir))
         self.agent = Agent(self.state_dir, self.driver)
         self.agent.recover()
+        certificate = AgentCertificate(self.bundle)
         identity = Identity(
             name=self.name,
             network_driver=self.driver.name,
             haproxy_version=_haproxy_version(),
-            certificate=self.bundle.cert,
+            certificate=certificate,
         )
-        self.server = AgentServer(create_app(self.agent, identity), self.bundle, self.host, self.port)
+        app = create_app(self.agent, identity)
+        self.server = AgentServer(app, self.bundle, self.host, self.port, certificate=certificate)
         try:
             self.server.start()
         except Exception:

@@ -5,7 +5,8 @@
 * Orphans: an engine an agent runs that no live amphora row owns (left by a crash between the agent's
   apply and the database write, or by a database restored from a backup) serves an address nobody
   manages. It is removed, after it has been seen as an orphan twice in a row so that an engine being
-  placed right now is never touched."""
+  placed right now is never touched.
+* Certificates: agents' certificates are renewed before they expire (`CertificateRotation`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from sqlalchemy import delete, select
 
 from quadriga import constants as c
+from quadriga.controller.certificates import CertificateRotation
 from quadriga.controller.loop import BackgroundLoop
 from quadriga.db import models as m
 from quadriga.db.session import Database
@@ -34,15 +36,18 @@ class Housekeeping(BackgroundLoop):
         *,
         interval: float = 60.0,
         purge_after: dt.timedelta = dt.timedelta(days=7),
+        rotation: CertificateRotation | None = None,
     ) -> None:
         super().__init__(interval)
         self.db = db
         self.agents = agents
         self.purge_after = purge_after
+        self.rotation = rotation
         self._suspects: set[tuple[str, str]] = set()
 
     def run_once(self) -> int:
-        return self.purge() + self.collect_orphans()
+        renewed = self.rotation.run_once() if self.rotation is not None else 0
+        return renewed + self.purge() + self.collect_orphans()
 
     def purge(self) -> int:
         """Remove DELETED load balancers and engines older than `purge_after`. Returns how many rows."""
