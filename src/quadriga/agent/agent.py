@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from quadriga.agent.engine import Engine, EngineRejected, StaleRevision
-from quadriga.agent.haproxy import HaproxyError
+from quadriga.agent.haproxy import Haproxy, HaproxyError
+from quadriga.agent.orphans import haproxy_engines
 from quadriga.engine.regex import haproxy_binary
 from quadriga.engine.render import RenderOptions
 from quadriga.engine.report import EngineReport
@@ -101,6 +102,31 @@ class Agent:
                 outcome[engine_id] = f"failed: {exc}"
             log.info("recover engine=%s: %s", engine_id, outcome[engine_id])
         return outcome
+
+    def collect_orphans(self) -> list[str]:
+        """Remove what no engine of this agent owns: engine directories that never served a spec (a crash
+        during the first apply), HAProxy processes whose engine directory is gone, and this instance's
+        namespaces and veths of unknown engines. Each kind is listed before the known engines are read, so an
+        engine being created right now (known before it has a directory, a process or a namespace) is never
+        touched. Returns what was removed; each is logged."""
+        collected: list[str] = []
+        on_disk = set(self._engine_ids_on_disk())
+        for engine_id in sorted(on_disk - self._known()):
+            self.remove(engine_id)
+            collected.append(f"engine directory {engine_id}")
+        processes = haproxy_engines(self.engines_dir)
+        known = self._known() | set(self._engine_ids_on_disk())
+        for engine_id, pids in sorted(processes.items()):
+            if engine_id not in known:
+                Haproxy(self.engines_dir / engine_id, binary=self.haproxy).stop()
+                collected.append(f"haproxy {engine_id} (pids {pids})")
+        for what in collected:
+            log.warning("collected orphan %s: no engine of this agent owns it", what)
+        return collected + self.network.collect_orphans(lambda: self._known() | set(self._engine_ids_on_disk()))
+
+    def _known(self) -> set[str]:
+        with self._lock:
+            return set(self._engines)
 
     def shutdown(self) -> None:
         """Take every engine down (HAProxy, network, files) and clean up the network driver. Raises an

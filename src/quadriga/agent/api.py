@@ -11,6 +11,7 @@ and every error answers with Octavia's fault body and a 4xx, never a 500.
     GET    /v1/engines/{id}   EngineReport (404 unknown)
     DELETE /v1/engines/{id}   204, also for an unknown engine
     GET    /v1/info           AgentInfo
+    POST   /v1/orphans/collect  {"collected": [...]}: remove what no engine owns (see Agent.collect_orphans)
     POST   /v1/certificate/request  {"csr": PEM}: a new key waits for its certificate (see agent.certificate)
     PUT    /v1/certificate    {"certificate": PEM} -> AgentInfo   (400 unusable, 409 no pending request)
 """
@@ -55,6 +56,7 @@ class AgentLike(Protocol):
     def remove(self, engine_id: str) -> None: ...
     def report(self, engine_id: str) -> EngineReport | None: ...
     def reports(self) -> list[EngineReport]: ...
+    def collect_orphans(self) -> list[str]: ...
 
 
 class AgentInfo(BaseModel):
@@ -87,6 +89,12 @@ class Identity:
             certificate_not_after=cert.not_valid_after_utc if cert else None,
             certificate_serial=f"{cert.serial_number:X}" if cert else None,
         )
+
+
+class Collected(BaseModel):
+    """What `POST /v1/orphans/collect` answers: what was removed."""
+
+    collected: list[str]
 
 
 class CertificateRequest(BaseModel):
@@ -173,6 +181,10 @@ def create_app(agent: AgentLike, identity: Identity, *, max_body: int = MAX_BODY
             return fault(400, str(exc))
         log.info("remove engine=%s", engine_id)
         return Response(status_code=204)
+
+    @app.post("/v1/orphans/collect")
+    def collect_orphans() -> Response:
+        return _json(Collected(collected=agent.collect_orphans()))
 
     @app.get("/v1/info")
     def info() -> Response:

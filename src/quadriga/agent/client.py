@@ -16,7 +16,7 @@ import httpx
 from cryptography import x509
 from pydantic import BaseModel, ValidationError
 
-from quadriga.agent.api import AgentInfo, CertificateRequest, EngineList, SignedCertificate
+from quadriga.agent.api import AgentInfo, CertificateRequest, Collected, EngineList, SignedCertificate
 from quadriga.certs.pki import Bundle
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
@@ -95,6 +95,11 @@ class AgentClient:
 
     def reports(self) -> list[EngineReport]:
         return self._parse(self._request("GET", "/v1/engines"), EngineList).engines
+
+    def collect_orphans(self) -> list[str]:
+        """Have the agent remove what no engine owns; what it removed."""
+        response = self._request("POST", "/v1/orphans/collect", timeout=httpx.Timeout(APPLY_TIMEOUT))
+        return self._parse(response, Collected).collected
 
     def info(self) -> AgentInfo:
         return self._parse(self._request("GET", "/v1/info"), AgentInfo)

@@ -2,7 +2,8 @@
 
 `quadriga agent` runs one on its own; `quadriga serve` runs one in its process and reaches it over the same
 mTLS API as a remote one, so the embedded and the scaled-out shapes share every code path. Starting adopts
-engines a previous process left running (their HAProxy survives a crash of the agent); stopping removes
+engines a previous process left running (their HAProxy survives a crash of the agent) and collects the
+orphans no engine owns (namespaces, veths, HAProxy processes of deleted engine directories); stopping removes
 every engine and everything the network driver created."""
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class AgentHost:
         self.driver: NetworkDriver = make_driver(self.network_driver, instance_for(self.state_dir))
         self.agent = Agent(self.state_dir, self.driver)
         self.agent.recover()
+        self.agent.collect_orphans()  # what a crash left that no engine on disk owns
         certificate = AgentCertificate(self.bundle)
         identity = Identity(
             name=self.name,

@@ -5,7 +5,8 @@
 * Orphans: an engine an agent runs that no live amphora row owns (left by a crash between the agent's
   apply and the database write, or by a database restored from a backup) serves an address nobody
   manages. It is removed, after it has been seen as an orphan twice in a row so that an engine being
-  placed right now is never touched.
+  placed right now is never touched. Each agent also removes what none of its engines owns (namespaces,
+  veths, HAProxy processes whose engine directory is gone; see `Agent.collect_orphans`).
 * Certificates: agents' certificates are renewed before they expire (`CertificateRotation`)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 from sqlalchemy import delete, select
 
@@ -26,13 +28,17 @@ from quadriga.providers.engine import AMP_DELETED, AgentHandle
 log = logging.getLogger("quadriga.housekeeping")
 
 
+class HousekeptAgent(AgentHandle, Protocol):
+    def collect_orphans(self) -> list[str]: ...
+
+
 class Housekeeping(BackgroundLoop):
     name = "housekeeping"
 
     def __init__(
         self,
         db: Database,
-        agents: Mapping[str, AgentHandle],
+        agents: Mapping[str, HousekeptAgent],
         *,
         interval: float = 60.0,
         purge_after: dt.timedelta = dt.timedelta(days=7),
@@ -77,7 +83,8 @@ class Housekeeping(BackgroundLoop):
         return len(lb_ids) + len(amp_ids)
 
     def collect_orphans(self) -> int:
-        """Remove engines that agents run but no live amphora owns (seen so on two passes). Returns how many."""
+        """Remove engines that agents run but no live amphora owns (seen so on two passes), then have each agent
+        remove what none of its engines owns. Returns how many objects were removed."""
         found: set[tuple[str, str]] = set()
         for name, agent in self.agents.items():
             try:
@@ -96,4 +103,14 @@ class Housekeeping(BackgroundLoop):
                 self._suspects.add((name, engine_id))
                 continue
             log.warning("removed orphan engine %s on agent %s: no load balancer owns it", engine_id, name)
-        return len(confirmed)
+        collected = 0
+        for name, agent in self.agents.items():
+            try:
+                removed = agent.collect_orphans()
+            except Exception as exc:
+                log.debug("agent %s did not collect its orphans: %s", name, exc)
+                continue
+            if removed:
+                log.warning("agent %s collected %d orphan(s): %s", name, len(removed), ", ".join(removed))
+            collected += len(removed)
+        return len(confirmed) + collected
