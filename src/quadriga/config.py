@@ -22,6 +22,7 @@ Example config file:
     port = 9443
     cert_validity_days = 365      # agent certificates are renewed, with no restart, when
     cert_renew_days = 30          # fewer days than this are left (fractions of a day work)
+    spare_engines = 0             # started, idle engines that new engines adopt (faster creates)
 
     [controller]
     housekeeping_interval = 60    # seconds between purges, orphan collections and certificate checks
@@ -69,6 +70,7 @@ class Settings:
     housekeeping_interval: float = 60.0
     agent_cert_validity_days: float = 365.0
     agent_cert_renew_days: float = 30.0
+    spare_engines: int = 0
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
 
     @property
@@ -104,6 +106,7 @@ FILE_KEYS = {
     ("agent", "port"): "agent_port",
     ("agent", "cert_validity_days"): "agent_cert_validity_days",
     ("agent", "cert_renew_days"): "agent_cert_renew_days",
+    ("agent", "spare_engines"): "spare_engines",
 }
 
 
@@ -153,6 +156,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
             f"cert_renew_days ({settings.agent_cert_renew_days}) must be above 0 and below cert_validity_days "
             f"({settings.agent_cert_validity_days}), or certificates would be renewed at every check"
         )
+    if not isinstance(settings.spare_engines, int) or not 0 <= settings.spare_engines <= 100:
+        raise ConfigError(f"spare_engines must be a whole number from 0 to 100, not {settings.spare_engines!r}")
     if settings.housekeeping_interval <= 0:
         raise ConfigError(f"housekeeping_interval must be above 0, not {settings.housekeeping_interval}")
     if settings.network_driver not in NETWORK_DRIVERS:

@@ -71,6 +71,7 @@ class DataPlane:
             host=settings.agent_host,
             port=settings.agent_port,
             network_driver=settings.network_driver,
+            spare_engines=settings.spare_engines,
         ).start()
         self.client = AgentClient(self.host.url, ensure_controller_bundle(settings.state_dir))
         self.agents = {LOCAL_AGENT: self.client}

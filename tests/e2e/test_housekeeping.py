@@ -14,7 +14,7 @@ import ipaddress
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,7 @@ from quadriga.agent.client import AgentClient
 from quadriga.certs.pki import controller_bundle
 from quadriga.engine.spec import EngineSpec
 from quadriga.network.drivers.netns import NETNS_DIR, instance_for
+from tests.agent.helpers import wait_for
 from tests.support.dataplane import Cloud, free_private_cidr, haproxy_pids, network_driver, running_cloud
 
 VALIDITY_S, RENEW_S = 30, 20
@@ -95,13 +96,6 @@ def test_certificates_rotate_with_no_traffic_loss_and_no_engine_restart(cloud: C
     cloud.delete_lb(lb["id"])
 
 
-def _wait(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_orphans_are_collected_and_nothing_else(cloud: Cloud) -> None:
     state_dir = Path(cloud.server.state_dir or "")
     backend = cloud.backend("owned")
@@ -124,10 +118,14 @@ def test_orphans_are_collected_and_nothing_else(cloud: Cloud) -> None:
         subprocess.run(["ip", "netns", "add", ghost], check=True, timeout=30)
         subprocess.run(["ip", "netns", "add", unrelated], check=True, timeout=30)
     try:
-        _wait(lambda: not haproxy_pids(engines_dir / "stray-engine"), "the stray engine's HAProxy to stop")
-        _wait(lambda: not (engines_dir / "stray-engine").exists(), "the stray engine's directory to go")
+        wait_for(
+            lambda: not haproxy_pids(engines_dir / "stray-engine"), "the stray engine's HAProxy to stop", timeout=15.0
+        )
+        wait_for(
+            lambda: not (engines_dir / "stray-engine").exists(), "the stray engine's directory to go", timeout=15.0
+        )
         if netns:
-            _wait(lambda: ghost not in os.listdir(NETNS_DIR), "the orphan namespace to go")
+            wait_for(lambda: ghost not in os.listdir(NETNS_DIR), "the orphan namespace to go", timeout=15.0)
             assert unrelated in os.listdir(NETNS_DIR)
         assert cloud.answers(lb["vip_address"], 3) == ["owned"] * 3
         assert haproxy_pids(engines_dir / amp["id"])

@@ -33,12 +33,14 @@ class AgentHost:
     host: str = "127.0.0.1"
     port: int = 9443
     network_driver: str = "auto"
+    spare_engines: int = 0
 
     def start(self) -> AgentHost:
         self.driver: NetworkDriver = make_driver(self.network_driver, instance_for(self.state_dir))
-        self.agent = Agent(self.state_dir, self.driver)
+        self.agent = Agent(self.state_dir, self.driver, spares=self.spare_engines)
         self.agent.recover()
         self.agent.collect_orphans()  # what a crash left that no engine on disk owns
+        self.agent.start_spares()
         certificate = AgentCertificate(self.bundle)
         identity = Identity(
             name=self.name,

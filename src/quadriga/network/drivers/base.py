@@ -67,3 +67,9 @@ class NetworkDriver(ABC):
         objects are listed, so an engine being plugged right now is known). Returns what was removed. A
         driver that creates nothing per engine has nothing to collect."""
         return []
+
+    def rename(self, engine_id: str, new_id: str, pid: int) -> None:
+        """Make what was plugged for `engine_id` (where process `pid` runs) `new_id`'s, as if plugged for it:
+        how a new engine adopts a spare (`quadriga.agent.spares`). Nothing to do for a driver that creates
+        nothing per engine."""
+        return None

@@ -309,6 +309,14 @@ class NetnsDriver(NetworkDriver):
     def leftovers(self) -> list[str]:
         return self._namespaces() + self._links()
 
+    def rename(self, engine_id: str, new_id: str, pid: int) -> None:
+        old, new = self.namespace(engine_id), self.namespace(new_id)
+        with self._lock:
+            host = _Batch()
+            host.add(f"netns attach {new} {pid}")  # a second name for the namespace process `pid` runs in
+            host.add(f"netns del {old}", f"namespace {old} renamed {new}")
+            host.run()
+
     def collect_orphans(self, known: Callable[[], set[str]]) -> list[str]:
         """Remove this instance's namespaces and engine veths whose engine is not `known()` (a crash between
         plugging and recording an engine leaves them). Only names with this instance's tag are considered;
