@@ -171,7 +171,7 @@ def machine_info() -> dict[str, Any]:
     def first_line(cmd: list[str]) -> str:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             r = _run(cmd)
-            return ((r.stdout or "") + (r.stderr or "")).strip().splitlines()[0]
+            return (((r.stdout or "") + (r.stderr or "")).strip().splitlines() or [""])[0]  # a clean tree: nothing
         return ""
 
     dirty = first_line(["git", "status", "--porcelain", "--untracked-files=no"])
