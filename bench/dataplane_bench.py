@@ -4,7 +4,8 @@
 Five benchmarks, each reported with p50/p95 (or the median and spread of ratios) next to its target:
 
   provisioning  one POST with the whole graph (listener, pool, 2 members, health monitor) until the first
-                200 through the VIP, and until the LB is ACTIVE; over 20 load balancers, one after another
+                200 through the VIP, and until the LB is ACTIVE; over 20 load balancers, one after another;
+                with --spare-engines N also on a second quadriga whose agent keeps N spare engines
   propagation   member added until the first request it serves; member set to weight 0, and set admin
                 down, until it gets no new requests (≥ 10 of each, measured with a request every ~2 ms)
   reload        wrk (keep-alive, full speed) through a VIP while 50 listener/pool changes that force HAProxy
@@ -674,10 +675,11 @@ class Stack:
     """`quadriga serve` (amphora provider, one network driver) with a subnet of its own, a warm-up load
     balancer that plugs the network, and nginx backends; `close()` removes everything and checks it."""
 
-    def __init__(self, driver: str, workdir: Path, plan: Plan) -> None:
+    def __init__(self, driver: str, workdir: Path, plan: Plan, spares: int = 0) -> None:
         self.driver = driver
         self.plan = plan
-        self.workdir = workdir / driver
+        self.spares = spares
+        self.workdir = workdir / (f"{driver}-spares" if spares else driver)
         self.workdir.mkdir(parents=True)
         self.state_dir = self.workdir / "state"
         self.root = workdir
@@ -694,7 +696,7 @@ class Stack:
             network_driver=self.driver,
             state_dir=self.state_dir,
             stop_timeout=90,
-            extra_args=["--log-level", "WARNING"],
+            extra_args=["--log-level", "WARNING", "--spare-engines", str(self.spares)],
         )
         self.server.start()
         self.api = httpx.Client(base_url=self.server.lb_url, timeout=30, trust_env=False)
@@ -713,7 +715,21 @@ class Stack:
         backends = [Backend(f"m{i}", address, free_port(address)) for i in range(3)]
         self.nginx = Nginx(self.workdir / "nginx", backends).start()
         self.delete_lb(warm["id"])
+        if self.spares:
+            self.wait_spares()
         return self
+
+    def wait_spares(self, timeout: float = 30.0) -> None:
+        """Until the agent's spare pool is full (the warm-up load balancer took one)."""
+        spares, engines = self.state_dir / "agent" / "spares", self.state_dir / "agent" / "engines"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            used = {p.resolve() for p in engines.iterdir()} if engines.is_dir() else set()
+            idle = [p for p in spares.iterdir() if p.resolve() not in used] if spares.is_dir() else []
+            if len(idle) >= self.spares:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the agent's spare pool did not fill to {self.spares} within {timeout} s")
 
     @property
     def backends(self) -> list[Backend]:
@@ -868,6 +884,8 @@ def bench_provisioning(stack: Stack, plan: Plan, footprint: Callable[[], dict[st
     rows = []
     footprint_result = None
     for i in range(plan.provision_lbs):
+        if stack.spares:
+            stack.wait_spares()  # each create finds a full pool: what spares are for (absorbing bursts up to N)
         t0 = time.perf_counter()
         lb = stack.create(stack.graph(f"prov-{i}", stack.backends[:2]))
         t_post = time.perf_counter() - t0
@@ -1201,6 +1219,21 @@ def report(info: dict[str, Any], results: dict[str, Any], plan: Plan, quick: boo
         ]
         if p["no_200"]:
             out.append(f"- {p['no_200']} LBs never answered 200 within {ACTIVE_TIMEOUT:.0f} s\n")
+    if (p := results.get("provisioning")) and (sp := results.get("provisioning_spares")):
+        out += [
+            f"### Provisioning with spare engines ({sp['lbs']} LBs each; the agent keeps {sp['spares']} spares, "
+            "and each create starts with a full pool)\n",
+            "| measure | spares | n | p50 | p95 | min | max |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for title, key in (("POST → first 200 through the VIP (s)", "first200_s"), ("POST → ACTIVE (s)", "active_s")):
+            for count, run in ((0, p), (sp["spares"], sp)):
+                d = run[key]
+                out.append(
+                    f"| {title} | {count} | {d.get('n')} | {fmt(d.get('p50'), 3)} | {fmt(d.get('p95'), 3)} | "
+                    f"{fmt(d.get('min'), 3)} | {fmt(d.get('max'), 3)} |"
+                )
+        out.append("")
     for prop in results.get("propagation", []):
         hm = "with" if prop["health_monitor"] else "without"
         out += [
@@ -1369,6 +1402,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="measure propagation also on a pool without a health monitor",
     )
+    ap.add_argument(
+        "--spare-engines",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure provisioning on a quadriga whose agent keeps N spare engines (default: not measured)",
+    )
     ap.add_argument("--out", default="dataplane-results.json", help="JSON file with every measurement")
     ap.add_argument(
         "--wait-quiet",
@@ -1412,6 +1452,20 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"== stopping the {driver} stack")
                 stack.close()
                 leftovers += stack.leftovers
+            if n == 0 and args.spare_engines > 0 and "provisioning" in wanted:
+                stack = Stack(driver, workdir, plan, spares=args.spare_engines)
+                try:
+                    stack.open()
+                    prov = runner.step(f"provisioning ({driver}, spares)", bench_provisioning, stack, plan, None)
+                    if prov is not None:
+                        runner.results["provisioning_spares"] = {**prov, "spares": args.spare_engines}
+                except Exception as exc:
+                    runner.failures.append(f"{driver} stack with spares: {type(exc).__name__}: {exc}")
+                    log(f"!! {driver} stack with spares failed: {exc}")
+                finally:
+                    log(f"== stopping the {driver} stack with spares")
+                    stack.close()
+                    leftovers += stack.leftovers
     except KeyboardInterrupt:
         runner.failures.append("interrupted")
         log("!! interrupted: cleaned up")

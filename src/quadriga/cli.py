@@ -50,6 +50,7 @@ def _data_plane_arguments(parser: argparse.ArgumentParser) -> None:
         help="netns (root: a namespace per engine) or loopback (VIPs in 127/8); default auto: netns where it can",
     )
     parser.add_argument("--agent-port", type=int, help="port of the in-process agent's mutual-TLS API (default 9443)")
+    parser.add_argument("--spare-engines", type=int, help="started, idle engines new ones adopt (default 0)")
     parser.add_argument(
         "--private-cidr", help="subnet of the `private` network created at the first start (default 10.10.0.0/24)"
     )
@@ -98,6 +99,7 @@ def _agent_parser(sub: argparse._SubParsersAction) -> None:
     agent.add_argument(
         "--heartbeat-key", type=Path, help="file holding the heartbeat key (a copy of the controller's heartbeat.key)"
     )
+    agent.add_argument("--spare-engines", type=int, default=0, help="started, idle engines new ones adopt")
     agent.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
 
@@ -111,7 +113,7 @@ def _pki_parser(sub: argparse._SubParsersAction) -> None:
         "--address", action="append", default=[], help="an IP address or DNS name the controller reaches it at"
     )
     issue.add_argument("--out", type=Path, required=True, help="directory for agent.pem, agent.key and ca.pem")
-    issue.add_argument("--days", type=int, default=365, help="validity (default %(default)s)")
+    issue.add_argument("--days", type=float, default=365, help="validity (default %(default)s)")
     issue.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
 
 
@@ -209,7 +211,9 @@ def _run_agent(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        agent_host = AgentHost(args.name, state_dir, bundle, host, port, args.network_driver).start()
+        agent_host = AgentHost(
+            args.name, state_dir, bundle, host, port, args.network_driver, spare_engines=args.spare_engines
+        ).start()
     except (NetworkError, OSError) as exc:  # no netns here, the port is taken, the certificate is unreadable
         print(f"quadriga agent: cannot start: {exc}", file=sys.stderr)
         return 1

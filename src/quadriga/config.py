@@ -20,6 +20,12 @@ Example config file:
     network_driver = "auto"       # netns (root) or loopback; auto picks netns where it can
     host = "127.0.0.1"
     port = 9443
+    cert_validity_days = 365      # agent certificates are renewed, with no restart, when
+    cert_renew_days = 30          # fewer days than this are left (fractions of a day work)
+    spare_engines = 0             # started, idle engines that new engines adopt (faster creates)
+
+    [controller]
+    housekeeping_interval = 60    # seconds between purges, orphan collections and certificate checks
 
     [health]                      # heartbeats and automatic failover
     listen = "127.0.0.1:5555"     # the health receiver's UDP address (port 0: any free port)
@@ -79,6 +85,10 @@ class Settings:
     breaker_share: float = 0.5
     breaker_min: int = 3
     purge_after_days: float = 7.0  # DELETED load balancers and engines stay listed this long
+    housekeeping_interval: float = 60.0
+    agent_cert_validity_days: float = 365.0
+    agent_cert_renew_days: float = 30.0
+    spare_engines: int = 0
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
 
     @property
@@ -112,6 +122,7 @@ FILE_KEYS = {
     ("state", "dir"): "state_dir",
     ("controller", "poll_interval"): "poll_interval",
     ("controller", "purge_after_days"): "purge_after_days",
+    ("controller", "housekeeping_interval"): "housekeeping_interval",
     ("agent", "network_driver"): "network_driver",
     ("agent", "host"): "agent_host",
     ("agent", "port"): "agent_port",
@@ -123,6 +134,9 @@ FILE_KEYS = {
     ("health", "breaker"): "failover_breaker",
     ("health", "breaker_share"): "breaker_share",
     ("health", "breaker_min"): "breaker_min",
+    ("agent", "cert_validity_days"): "agent_cert_validity_days",
+    ("agent", "cert_renew_days"): "agent_cert_renew_days",
+    ("agent", "spare_engines"): "spare_engines",
 }
 
 
@@ -168,6 +182,15 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name} {value!r} is not a subnet: {exc}") from None
     _check_health(settings)
+    if not 0 < settings.agent_cert_renew_days < settings.agent_cert_validity_days:
+        raise ConfigError(
+            f"cert_renew_days ({settings.agent_cert_renew_days}) must be above 0 and below cert_validity_days "
+            f"({settings.agent_cert_validity_days}), or certificates would be renewed at every check"
+        )
+    if not isinstance(settings.spare_engines, int) or not 0 <= settings.spare_engines <= 100:
+        raise ConfigError(f"spare_engines must be a whole number from 0 to 100, not {settings.spare_engines!r}")
+    if settings.housekeeping_interval <= 0:
+        raise ConfigError(f"housekeeping_interval must be above 0, not {settings.housekeeping_interval}")
     if settings.network_driver not in NETWORK_DRIVERS:
         raise ConfigError(
             f"network_driver must be one of {', '.join(NETWORK_DRIVERS)}, not {settings.network_driver!r}"

@@ -27,8 +27,15 @@ from quadriga.agent.keepalived import keepalived_binary
 from quadriga.api.app import create_app
 from quadriga.api.auth import make_authenticator
 from quadriga.api.common import Services
-from quadriga.certs.pki import ensure_controller_bundle, ensure_local_agent_bundle, not_after
+from quadriga.certs.pki import (
+    CertificateAuthority,
+    ensure_controller_bundle,
+    ensure_local_agent_bundle,
+    not_after,
+    pki_dir,
+)
 from quadriga.config import Settings, clouds_yaml, host_port
+from quadriga.controller.certificates import CertificateRotation
 from quadriga.controller.failover import FailoverWatchdog
 from quadriga.controller.housekeeping import Housekeeping
 from quadriga.controller.reconciler import Reconciler
@@ -58,17 +65,26 @@ class DataPlane:
     """The in-process agent and the controller's client for it."""
 
     def __init__(self, settings: Settings) -> None:
+        bundle = ensure_local_agent_bundle(
+            settings.state_dir,
+            LOCAL_AGENT,
+            [settings.agent_host],
+            days=settings.agent_cert_validity_days,
+            renew_before=dt.timedelta(days=settings.agent_cert_renew_days),
+        )
         self.host = AgentHost(
             name=LOCAL_AGENT,
             state_dir=settings.state_dir / "agent",
-            bundle=ensure_local_agent_bundle(settings.state_dir, LOCAL_AGENT, [settings.agent_host]),
+            bundle=bundle,
             host=settings.agent_host,
             port=settings.agent_port,
             network_driver=settings.network_driver,
+            spare_engines=settings.spare_engines,
         ).start()
         self.client = AgentClient(self.host.url, ensure_controller_bundle(settings.state_dir))
         self.agents = {LOCAL_AGENT: self.client}
-        self.cert_expiration = not_after(self.host.bundle.cert.read_bytes()).replace(tzinfo=None)
+        # What each agent's certificate expires at; certificate rotation keeps it current.
+        self.cert_expirations = {LOCAL_AGENT: not_after(bundle.cert.read_bytes())}
         self.sender: HeartbeatSender | None = None
 
     def seed_cidrs(self, settings: Settings) -> dict[str, str]:
@@ -82,7 +98,7 @@ class DataPlane:
             db,
             self.agents,
             check_vip=self.host.driver.check_vip,
-            cert_expiration=lambda _name: self.cert_expiration,
+            cert_expiration=self._cert_expiration,
             active_standby_unavailable=self.active_standby_unavailable(),
         )
         return {"noop": NoopProvider(delay=settings.provider_delay), engine.name: engine}
@@ -109,6 +125,22 @@ class DataPlane:
         if keepalived_binary() is None:
             return "keepalived is not installed on the agent's host (apt-get install keepalived)"
         return None
+
+
+    def _cert_expiration(self, agent: str) -> dt.datetime | None:
+        expires = self.cert_expirations.get(agent)
+        return expires.replace(tzinfo=None) if expires else None
+
+    def rotation(self, db: Database, settings: Settings) -> CertificateRotation:
+        ca = CertificateAuthority.load_or_create(pki_dir(settings.state_dir))
+        days = settings.agent_cert_validity_days
+        return CertificateRotation(
+            db,
+            self.agents,
+            lambda csr, name: ca.sign_request(csr, name, days),
+            renew_before=dt.timedelta(days=settings.agent_cert_renew_days),
+            expirations=self.cert_expirations,
+        )
 
     def stop(self) -> None:
         if self.sender is not None:
@@ -223,7 +255,11 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         forget=health.recorder.forget,
     )
     housekeeping = Housekeeping(
-        db, dataplane.agents, purge_after=dt.timedelta(days=settings.purge_after_days), interval=60.0
+        db,
+        dataplane.agents,
+        purge_after=dt.timedelta(days=settings.purge_after_days),
+        interval=settings.housekeeping_interval,
+        rotation=dataplane.rotation(db, settings),
     )
     clouds = clouds_yaml(settings)
     (settings.state_dir / "clouds.yaml").write_text(clouds)

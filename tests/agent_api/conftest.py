@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from quadriga.agent.api import AgentServer, Identity, create_app
+from quadriga.agent.certificate import AgentCertificate
 from quadriga.agent.client import AgentClient, client_ssl_context
 from quadriga.certs import pki
 from tests.agent_api.fakes import FakeAgent
@@ -49,7 +50,7 @@ def fake_agent() -> FakeAgent:
 
 @pytest.fixture(scope="session")
 def server(ours: Pki, fake_agent: FakeAgent) -> Iterator[AgentServer]:
-    identity = Identity(AGENT_NAME, "loopback", "2.6.12", ours.agent.cert)
+    identity = Identity(AGENT_NAME, "loopback", "2.6.12", AgentCertificate(ours.agent))
     app = create_app(fake_agent, identity, max_body=1024 * 1024)
     with AgentServer(app, ours.agent, "127.0.0.1", 0) as running:
         yield running

@@ -195,3 +195,9 @@ def test_housekeeping_removes_an_engine_no_load_balancer_owns_after_two_sighting
     assert agent.removed == []
     assert keeper.collect_orphans() == 1
     assert agent.removed == ["stray-engine"]
+
+
+def test_housekeeping_has_every_agent_collect_what_none_of_its_engines_owns(api: Api, agent: ScriptedAgent):
+    agent.collect_orphans = lambda: ["namespace qg-abcd-ghost"]  # type: ignore[method-assign]
+    keeper = Housekeeping(api.db, {"agent-1": agent})
+    assert keeper.collect_orphans() == 1

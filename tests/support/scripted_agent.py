@@ -28,3 +28,6 @@ class ScriptedAgent:
 
     def reports(self) -> list[EngineReport]:
         return []
+
+    def collect_orphans(self) -> list[str]:
+        return []

@@ -9,6 +9,7 @@ finds on disk (adopting the live ones, restarting the dead ones from the spec th
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from quadriga.agent.engine import Engine, EngineRejected, StaleRevision
-from quadriga.agent.haproxy import HaproxyError
+from quadriga.agent.haproxy import Haproxy, HaproxyError
+from quadriga.agent.orphans import haproxy_engines
+from quadriga.agent.spares import SPARES, SparePool
 from quadriga.engine.regex import haproxy_binary
 from quadriga.engine.render import RenderOptions
 from quadriga.engine.report import EngineReport
@@ -40,6 +43,7 @@ class Agent:
         *,
         haproxy: str | None = None,
         options: RenderOptions | None = None,
+        spares: int = 0,
     ) -> None:
         self.engines_dir = Path(state_dir).absolute() / ENGINES
         self.network = network
@@ -50,6 +54,9 @@ class Agent:
         self.options = options or RenderOptions()
         self._lock = threading.Lock()  # guards _engines
         self._engines: dict[str, tuple[Engine, threading.Lock]] = {}
+        self.spares = SparePool(
+            self.engines_dir.parent / SPARES, network, size=spares, haproxy=self.haproxy, options=self.options
+        )
 
     # --- the engine API --------------------------------------------------------------------------------
 
@@ -65,8 +72,10 @@ class Agent:
         with self._locked(engine_id, create=False) as engine:
             if engine is None:
                 self.network.unplug(engine_id)
+                (self.engines_dir / engine_id).unlink(missing_ok=True)  # a link to a spare that is gone
                 return
             engine.remove()
+            (self.engines_dir / engine_id).unlink(missing_ok=True)  # an adopted spare's link
             with self._lock:
                 del self._engines[engine_id]
 
@@ -102,9 +111,42 @@ class Agent:
             log.info("recover engine=%s: %s", engine_id, outcome[engine_id])
         return outcome
 
+    def collect_orphans(self) -> list[str]:
+        """Remove what no engine of this agent owns: engine directories that never served a spec (a crash
+        during the first apply), HAProxy processes whose engine directory is gone, and this instance's
+        namespaces and veths of unknown engines. Each kind is listed before the known engines are read, so an
+        engine being created right now (known before it has a directory, a process or a namespace) is never
+        touched. Returns what was removed; each is logged."""
+        collected: list[str] = []
+        on_disk = set(self._engine_ids_on_disk())
+        for engine_id in sorted(on_disk - self._known()):
+            self.remove(engine_id)
+            collected.append(f"engine directory {engine_id}")
+        processes = haproxy_engines(self.engines_dir)
+        known = self._known() | set(self._engine_ids_on_disk())
+        for engine_id, pids in sorted(processes.items()):
+            if engine_id not in known:
+                Haproxy(self.engines_dir / engine_id, binary=self.haproxy).stop()
+                collected.append(f"haproxy {engine_id} (pids {pids})")
+        for what in collected:
+            log.warning("collected orphan %s: no engine of this agent owns it", what)
+        return collected + self.network.collect_orphans(
+            lambda: self._known() | set(self._engine_ids_on_disk()) | self.spares.ids()
+        )
+
+    def _known(self) -> set[str]:
+        with self._lock:
+            return set(self._engines)
+
+    def start_spares(self) -> None:
+        """Remove the spares a previous agent left unused, and keep the pool filled from now on."""
+        in_use = {(self.engines_dir / e).resolve() for e in self._engine_ids_on_disk()}
+        self.spares.start(in_use)
+
     def shutdown(self) -> None:
         """Take every engine down (HAProxy, network, files) and clean up the network driver. Raises an
         ExceptionGroup of what could not be removed, after trying everything."""
+        self.spares.shutdown()
         with self._lock:
             engine_ids = set(self._engines)
         errors: list[Exception] = []
@@ -137,6 +179,11 @@ class Agent:
                 entry = self._engines.get(engine_id)
                 directory = self.engines_dir / engine_id
                 if entry is None and (create or directory.is_dir()):
+                    if create and not directory.is_dir() and not directory.is_symlink():
+                        self.engines_dir.mkdir(parents=True, exist_ok=True)
+                        self.spares.claim(engine_id, directory)  # a new engine: from a spare if one is idle
+                    if directory.is_symlink():  # an adopted spare: HAProxy knows it by the spare's path
+                        directory = Path(os.path.normpath(directory.parent / directory.readlink()))
                     engine = Engine(engine_id, directory, self.network, haproxy=self.haproxy, options=self.options)
                     entry = self._engines[engine_id] = (engine, threading.Lock())
             if entry is None:

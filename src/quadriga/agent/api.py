@@ -11,6 +11,9 @@ and every error answers with Octavia's fault body and a 4xx, never a 500.
     GET    /v1/engines/{id}   EngineReport (404 unknown)
     DELETE /v1/engines/{id}   204, also for an unknown engine
     GET    /v1/info           AgentInfo
+    POST   /v1/orphans/collect  {"collected": [...]}: remove what no engine owns (see Agent.collect_orphans)
+    POST   /v1/certificate/request  {"csr": PEM}: a new key waits for its certificate (see agent.certificate)
+    PUT    /v1/certificate    {"certificate": PEM} -> AgentInfo   (400 unusable, 409 no pending request)
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import uvicorn
@@ -32,9 +34,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from quadriga.agent.certificate import AgentCertificate, CertificateRefused, NoPendingRequest
 from quadriga.agent.engine import EngineRejected, StaleRevision
 from quadriga.api.errors import fault
-from quadriga.certs.pki import Bundle, not_after
+from quadriga.certs.pki import Bundle
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
 from quadriga.network.drivers.base import NetworkError
@@ -53,6 +56,7 @@ class AgentLike(Protocol):
     def remove(self, engine_id: str) -> None: ...
     def report(self, engine_id: str) -> EngineReport | None: ...
     def reports(self) -> list[EngineReport]: ...
+    def collect_orphans(self) -> list[str]: ...
 
 
 class AgentInfo(BaseModel):
@@ -63,26 +67,46 @@ class AgentInfo(BaseModel):
     network_driver: str
     haproxy_version: str | None = None
     certificate_not_after: dt.datetime | None = None
+    certificate_serial: str | None = None  # hex, as `openssl x509 -serial` shows it
 
 
 @dataclass(frozen=True)
 class Identity:
-    """The agent's facts for `GET /v1/info`. The certificate's expiry is read when the app is created, as the
-    TLS context reads the certificate once: a re-issued one takes effect (and shows) after a restart."""
+    """The agent's facts for `GET /v1/info`; the certificate ones are those it presents now (it is renewed
+    while the agent runs)."""
 
     name: str
     network_driver: str
     haproxy_version: str | None = None
-    certificate: Path | None = None
+    certificate: AgentCertificate | None = None
 
     def info(self) -> AgentInfo:
-        expiry = not_after(self.certificate.read_bytes()) if self.certificate else None
+        cert = self.certificate.current if self.certificate else None
         return AgentInfo(
             name=self.name,
             network_driver=self.network_driver,
             haproxy_version=self.haproxy_version,
-            certificate_not_after=expiry,
+            certificate_not_after=cert.not_valid_after_utc if cert else None,
+            certificate_serial=f"{cert.serial_number:X}" if cert else None,
         )
+
+
+class Collected(BaseModel):
+    """What `POST /v1/orphans/collect` answers: what was removed."""
+
+    collected: list[str]
+
+
+class CertificateRequest(BaseModel):
+    """What `POST /v1/certificate/request` answers."""
+
+    csr: str
+
+
+class SignedCertificate(BaseModel):
+    """What `PUT /v1/certificate` takes."""
+
+    certificate: str
 
 
 class EngineList(BaseModel):
@@ -99,7 +123,6 @@ def create_app(agent: AgentLike, identity: Identity, *, max_body: int = MAX_BODY
     """The API over `agent`. Agent calls block (HAProxy checks and reloads), so they run in the thread pool."""
     app = FastAPI(title="quadriga agent", openapi_url=None, docs_url=None, redoc_url=None)
     _install_handlers(app)
-    agent_info = identity.info()
 
     @app.put("/v1/engines/{engine_id}")
     async def apply(engine_id: str, request: Request) -> Response:
@@ -159,9 +182,39 @@ def create_app(agent: AgentLike, identity: Identity, *, max_body: int = MAX_BODY
         log.info("remove engine=%s", engine_id)
         return Response(status_code=204)
 
+    @app.post("/v1/orphans/collect")
+    def collect_orphans() -> Response:
+        return _json(Collected(collected=agent.collect_orphans()))
+
     @app.get("/v1/info")
     def info() -> Response:
-        return _json(agent_info)
+        return _json(identity.info())
+
+    @app.post("/v1/certificate/request")
+    async def certificate_request() -> Response:
+        # On the event loop's thread, as the handshakes that read the TLS context are.
+        if identity.certificate is None:
+            return fault(404, "This agent does not renew its certificate.")
+        return _json(CertificateRequest(csr=identity.certificate.request().decode()))
+
+    @app.put("/v1/certificate")
+    async def install_certificate(request: Request) -> Response:
+        if identity.certificate is None:
+            return fault(404, "This agent does not renew its certificate.")
+        try:
+            body = SignedCertificate.model_validate_json(await _read_body(request, max_body))
+            identity.certificate.install(body.certificate.encode())
+        except BodyTooLarge:
+            return fault(413, f"Request body is larger than the limit of {max_body} bytes.")
+        except ValidationError as exc:
+            return fault(400, f"Invalid certificate body: {_describe(exc)}")
+        except NoPendingRequest as exc:
+            log.warning("certificate refused: %s", exc)
+            return fault(409, str(exc))
+        except CertificateRefused as exc:
+            log.warning("certificate refused, the current one stays: %s", exc)
+            return fault(400, str(exc))
+        return _json(identity.info())
 
     return app
 
@@ -222,8 +275,17 @@ class AgentServer:
     listening socket is bound in `start()`, so a port in use fails there and `port` is known at once (pass
     port 0 for an ephemeral one). Used inside `quadriga serve` and by the standalone `quadriga agent`."""
 
-    def __init__(self, app: FastAPI, bundle: Bundle, host: str = "127.0.0.1", port: int = 9443):
+    def __init__(
+        self,
+        app: FastAPI,
+        bundle: Bundle,
+        host: str = "127.0.0.1",
+        port: int = 9443,
+        *,
+        certificate: AgentCertificate | None = None,
+    ):
         self.host = host
+        self._certificate = certificate
         self._requested_port = port
         self._config = uvicorn.Config(
             app,
@@ -261,6 +323,8 @@ class AgentServer:
         if self._thread is not None:
             raise RuntimeError("the agent server was already started")
         self._config.load()  # builds the TLS context: a bad certificate or key fails now
+        if self._certificate is not None and self._config.ssl is not None:
+            self._certificate.serve(self._config.ssl)
         self._socket = _bind(self.host, self._requested_port)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="agent-api", daemon=True

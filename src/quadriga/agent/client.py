@@ -7,14 +7,16 @@ error; worth retrying). Each carries the agent's own message."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
+from cryptography import x509
 from pydantic import BaseModel, ValidationError
 
-from quadriga.agent.api import AgentInfo, EngineList
+from quadriga.agent.api import AgentInfo, CertificateRequest, Collected, EngineList, SignedCertificate
 from quadriga.certs.pki import Bundle
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
@@ -60,9 +62,10 @@ class AgentClient:
 
     def __init__(self, base_url: str, bundle: Bundle):
         self.base_url = base_url.rstrip("/")
+        self._ssl = client_ssl_context(bundle)
         self._http = httpx.Client(
             base_url=self.base_url,
-            verify=client_ssl_context(bundle),
+            verify=self._ssl,
             timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
             trust_env=False,  # a proxy from the environment must never sit between controller and agent
         )
@@ -93,8 +96,39 @@ class AgentClient:
     def reports(self) -> list[EngineReport]:
         return self._parse(self._request("GET", "/v1/engines"), EngineList).engines
 
+    def collect_orphans(self) -> list[str]:
+        """Have the agent remove what no engine owns; what it removed."""
+        response = self._request("POST", "/v1/orphans/collect", timeout=httpx.Timeout(APPLY_TIMEOUT))
+        return self._parse(response, Collected).collected
+
     def info(self) -> AgentInfo:
         return self._parse(self._request("GET", "/v1/info"), AgentInfo)
+
+    def request_certificate(self) -> bytes:
+        """A signing request for a new key the agent made (PEM)."""
+        return self._parse(self._request("POST", "/v1/certificate/request"), CertificateRequest).csr.encode()
+
+    def install_certificate(self, cert_pem: bytes) -> AgentInfo:
+        """Make the agent present `cert_pem` (signed for its pending request) from its next handshake on."""
+        body = SignedCertificate(certificate=cert_pem.decode()).model_dump_json()
+        response = self._request("PUT", "/v1/certificate", content=body, headers={"Content-Type": "application/json"})
+        return self._parse(response, AgentInfo)
+
+    def presented_certificate(self) -> x509.Certificate:
+        """The certificate the agent presents in a new TLS handshake (the pooled connections are older)."""
+        url = urlsplit(self.base_url)
+        host, port = url.hostname or "", url.port or 443
+        try:
+            with (
+                socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as sock,
+                self._ssl.wrap_socket(sock, server_hostname=host) as tls,
+            ):
+                der = tls.getpeercert(binary_form=True)
+        except OSError as exc:  # ssl.SSLError is one
+            raise AgentUnavailable(f"agent {self.base_url}: TLS handshake failed: {exc}") from exc
+        if der is None:
+            raise AgentUnavailable(f"agent {self.base_url}: presented no certificate")
+        return x509.load_der_x509_certificate(der)
 
     def close(self) -> None:
         self._http.close()

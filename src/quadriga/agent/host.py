@@ -2,7 +2,8 @@
 
 `quadriga agent` runs one on its own; `quadriga serve` runs one in its process and reaches it over the same
 mTLS API as a remote one, so the embedded and the scaled-out shapes share every code path. Starting adopts
-engines a previous process left running (their HAProxy survives a crash of the agent); stopping removes
+engines a previous process left running (their HAProxy survives a crash of the agent) and collects the
+orphans no engine owns (namespaces, veths, HAProxy processes of deleted engine directories); stopping removes
 every engine and everything the network driver created."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.api import AgentServer, Identity, create_app
+from quadriga.agent.certificate import AgentCertificate
 from quadriga.certs.pki import Bundle
 from quadriga.engine.regex import haproxy_binary
 from quadriga.network.drivers import make_driver
@@ -31,18 +33,23 @@ class AgentHost:
     host: str = "127.0.0.1"
     port: int = 9443
     network_driver: str = "auto"
+    spare_engines: int = 0
 
     def start(self) -> AgentHost:
         self.driver: NetworkDriver = make_driver(self.network_driver, instance_for(self.state_dir))
-        self.agent = Agent(self.state_dir, self.driver)
+        self.agent = Agent(self.state_dir, self.driver, spares=self.spare_engines)
         self.agent.recover()
+        self.agent.collect_orphans()  # what a crash left that no engine on disk owns
+        self.agent.start_spares()
+        certificate = AgentCertificate(self.bundle)
         identity = Identity(
             name=self.name,
             network_driver=self.driver.name,
             haproxy_version=_haproxy_version(),
-            certificate=self.bundle.cert,
+            certificate=certificate,
         )
-        self.server = AgentServer(create_app(self.agent, identity), self.bundle, self.host, self.port)
+        app = create_app(self.agent, identity)
+        self.server = AgentServer(app, self.bundle, self.host, self.port, certificate=certificate)
         try:
             self.server.start()
         except Exception:

@@ -133,29 +133,64 @@ class CertificateAuthority:
         client: bool,
         ip_sans: Iterable[str] = (),
         dns_sans: Iterable[str] = (),
-        days: int = CERT_DAYS,
+        days: float = CERT_DAYS,
     ) -> tuple[bytes, bytes]:
         """A new key and a certificate for it signed by this CA, as PEM (cert, key). The certificate never
         outlives the CA."""
         if not (server or client):
             raise ValueError("a certificate must be for a server, a client or both")
         key = ec.generate_private_key(ec.SECP256R1())
-        now = _now()
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(dns_sans)]
         sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in dict.fromkeys(ip_sans)]
+        cert = self._sign(key.public_key(), common_name, sans, server=server, client=client, days=days)
+        return cert, _key_pem(key)
+
+    def sign_request(self, csr_pem: bytes, name: str, days: float = CERT_DAYS) -> bytes:
+        """An agent's new server certificate (PEM) for the key of its certificate signing request. The request
+        must be self-consistent (signed by its own key) and name the agent `name`; its SANs are kept (the agent
+        copies them from the certificate it has, which this CA issued)."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise PKIError(f"not a PEM certificate signing request: {exc}") from None
+        if not csr.is_signature_valid:
+            raise PKIError("the certificate signing request is not signed by its own key")
+        names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if [n.value for n in names] != [name]:
+            raise PKIError(f"the certificate signing request names {[n.value for n in names]}, not agent {name!r}")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise PKIError("the certificate signing request's key is not an EC key")
+        try:
+            sans = list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            sans = []
+        return self._sign(public_key, name, sans, server=True, client=False, days=days)
+
+    def _sign(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        common_name: str,
+        sans: list[x509.GeneralName],
+        *,
+        server: bool,
+        client: bool,
+        days: float,
+    ) -> bytes:
+        now = _now()
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
@@ -163,8 +198,7 @@ class CertificateAuthority:
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     def signed(self, cert_pem: bytes) -> bool:
         """Whether `cert_pem` was issued by this CA (a bundle from a CA that was since replaced was not)."""
@@ -207,6 +241,31 @@ def write_bundle(bundle: Bundle, cert_pem: bytes, key_pem: bytes, ca_pem: bytes)
     write_file(bundle.ca, ca_pem)
 
 
+def _staged(path: Path) -> Path:
+    return path.with_name(path.name + ".new")
+
+
+def replace_leaf(bundle: Bundle, cert_pem: bytes, key_pem: bytes) -> None:
+    """Replace a bundle's certificate and key so that a crash at any moment leaves either the old pair or the
+    new one: both are written beside the current files first (`*.new`, key first), then renamed, key first;
+    `finish_replace` completes a replacement a crash interrupted."""
+    write_file(_staged(bundle.key), key_pem, secret=True)
+    write_file(_staged(bundle.cert), cert_pem)
+    finish_replace(bundle)
+
+
+def finish_replace(bundle: Bundle) -> None:
+    """Complete or drop a `replace_leaf` that stopped half-way. A staged certificate exists only once its key
+    is staged in full, so its presence decides: rename both into place; a staged key alone is dropped."""
+    staged_key, staged_cert = _staged(bundle.key), _staged(bundle.cert)
+    if staged_cert.exists():
+        if staged_key.exists():
+            os.replace(staged_key, bundle.key)
+        os.replace(staged_cert, bundle.cert)
+    else:
+        staged_key.unlink(missing_ok=True)
+
+
 def pki_dir(state_dir: Path) -> Path:
     return state_dir / "pki"
 
@@ -246,7 +305,7 @@ def agent_sans(name: str, addresses: Iterable[str]) -> tuple[list[str], list[str
 
 
 def issue_agent(
-    ca: CertificateAuthority, name: str, addresses: Iterable[str], days: int = CERT_DAYS
+    ca: CertificateAuthority, name: str, addresses: Iterable[str], days: float = CERT_DAYS
 ) -> tuple[bytes, bytes]:
     """An agent's server certificate and key (PEM)."""
     check_name(name)
@@ -254,15 +313,22 @@ def issue_agent(
     return ca.issue(name, server=True, client=False, ip_sans=ips, dns_sans=dns, days=days)
 
 
-def ensure_local_agent_bundle(state_dir: Path, name: str, addresses: Iterable[str]) -> Bundle:
-    """The bundle of the agent `name` under `state_dir`, issued now if it is missing, expires within 30 days,
-    is not from the current CA, or does not cover `addresses`."""
+def ensure_local_agent_bundle(
+    state_dir: Path,
+    name: str,
+    addresses: Iterable[str],
+    *,
+    days: float = CERT_DAYS,
+    renew_before: dt.timedelta = RENEW_BEFORE,
+) -> Bundle:
+    """The bundle of the agent `name` under `state_dir`, issued now (valid `days`) if it is missing, expires
+    within `renew_before`, is not from the current CA, or does not cover `addresses`."""
     bundle = agent_bundle(state_dir, name)
     ips, dns = agent_sans(name, addresses)
     with _locked(pki_dir(state_dir)):
         ca = CertificateAuthority._load_or_create(pki_dir(state_dir))
-        if _needs_issue(ca, bundle, ips, dns):
-            write_bundle(bundle, *issue_agent(ca, name, addresses), ca.cert_pem)
+        if _needs_issue(ca, bundle, ips, dns, renew_before):
+            write_bundle(bundle, *issue_agent(ca, name, addresses, days), ca.cert_pem)
     return bundle
 
 
@@ -276,11 +342,13 @@ def ensure_controller_bundle(state_dir: Path) -> Bundle:
     return bundle
 
 
-def _needs_issue(ca: CertificateAuthority, bundle: Bundle, ips: list[str], dns: list[str]) -> bool:
+def _needs_issue(
+    ca: CertificateAuthority, bundle: Bundle, ips: list[str], dns: list[str], renew_before: dt.timedelta = RENEW_BEFORE
+) -> bool:
     if not (bundle.cert.is_file() and bundle.key.is_file()):
         return True
     cert_pem = bundle.cert.read_bytes()
-    if not ca.signed(cert_pem) or not_after(cert_pem) - _now() < RENEW_BEFORE:
+    if not ca.signed(cert_pem) or not_after(cert_pem) - _now() < renew_before:
         return True
     cert = x509.load_pem_x509_certificate(cert_pem)
     try:

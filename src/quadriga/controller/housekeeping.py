@@ -5,17 +5,21 @@
 * Orphans: an engine an agent runs that no live amphora row owns (left by a crash between the agent's
   apply and the database write, or by a database restored from a backup) serves an address nobody
   manages. It is removed, after it has been seen as an orphan twice in a row so that an engine being
-  placed right now is never touched."""
+  placed right now is never touched. Each agent also removes what none of its engines owns (namespaces,
+  veths, HAProxy processes whose engine directory is gone; see `Agent.collect_orphans`).
+* Certificates: agents' certificates are renewed before they expire (`CertificateRotation`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 from sqlalchemy import delete, select
 
 from quadriga import constants as c
+from quadriga.controller.certificates import CertificateRotation
 from quadriga.controller.loop import BackgroundLoop
 from quadriga.db import models as m
 from quadriga.db.session import Database
@@ -24,25 +28,32 @@ from quadriga.providers.engine import AMP_DELETED, AgentHandle
 log = logging.getLogger("quadriga.housekeeping")
 
 
+class HousekeptAgent(AgentHandle, Protocol):
+    def collect_orphans(self) -> list[str]: ...
+
+
 class Housekeeping(BackgroundLoop):
     name = "housekeeping"
 
     def __init__(
         self,
         db: Database,
-        agents: Mapping[str, AgentHandle],
+        agents: Mapping[str, HousekeptAgent],
         *,
         interval: float = 60.0,
         purge_after: dt.timedelta = dt.timedelta(days=7),
+        rotation: CertificateRotation | None = None,
     ) -> None:
         super().__init__(interval)
         self.db = db
         self.agents = agents
         self.purge_after = purge_after
+        self.rotation = rotation
         self._suspects: set[tuple[str, str]] = set()
 
     def run_once(self) -> int:
-        return self.purge() + self.collect_orphans()
+        renewed = self.rotation.run_once() if self.rotation is not None else 0
+        return renewed + self.purge() + self.collect_orphans()
 
     def purge(self) -> int:
         """Remove DELETED load balancers and engines older than `purge_after`. Returns how many rows."""
@@ -72,7 +83,8 @@ class Housekeeping(BackgroundLoop):
         return len(lb_ids) + len(amp_ids)
 
     def collect_orphans(self) -> int:
-        """Remove engines that agents run but no live amphora owns (seen so on two passes). Returns how many."""
+        """Remove engines that agents run but no live amphora owns (seen so on two passes), then have each agent
+        remove what none of its engines owns. Returns how many objects were removed."""
         found: set[tuple[str, str]] = set()
         for name, agent in self.agents.items():
             try:
@@ -91,4 +103,14 @@ class Housekeeping(BackgroundLoop):
                 self._suspects.add((name, engine_id))
                 continue
             log.warning("removed orphan engine %s on agent %s: no load balancer owns it", engine_id, name)
-        return len(confirmed)
+        collected = 0
+        for name, agent in self.agents.items():
+            try:
+                removed = agent.collect_orphans()
+            except Exception as exc:
+                log.debug("agent %s did not collect its orphans: %s", name, exc)
+                continue
+            if removed:
+                log.warning("agent %s collected %d orphan(s): %s", name, len(removed), ", ".join(removed))
+            collected += len(removed)
+        return len(confirmed) + collected

@@ -14,6 +14,7 @@ this instance still has."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from quadriga.engine.spec import EngineSpec
@@ -61,3 +62,15 @@ class NetworkDriver(ABC):
     @abstractmethod
     def leftovers(self) -> list[str]:
         """Names of the objects of this instance that exist right now (for tests and orphan collection)."""
+
+    def collect_orphans(self, known: Callable[[], set[str]]) -> list[str]:
+        """Remove the per-engine objects of this instance whose engine is not in `known()` (asked after the
+        objects are listed, so an engine being plugged right now is known). Returns what was removed. A
+        driver that creates nothing per engine has nothing to collect."""
+        return []
+
+    def rename(self, engine_id: str, new_id: str, pid: int) -> None:
+        """Make what was plugged for `engine_id` (where process `pid` runs) `new_id`'s, as if plugged for it:
+        how a new engine adopts a spare (`quadriga.agent.spares`). Nothing to do for a driver that creates
+        nothing per engine."""
+        return None

@@ -39,6 +39,7 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,49 @@ class NetnsDriver(NetworkDriver):
 
     def leftovers(self) -> list[str]:
         return self._namespaces() + self._links()
+
+    def rename(self, engine_id: str, new_id: str, pid: int) -> None:
+        old, new = self.namespace(engine_id), self.namespace(new_id)
+        with self._lock:
+            host = _Batch()
+            host.add(f"netns attach {new} {pid}")  # a second name for the namespace process `pid` runs in
+            host.add(f"netns del {old}", f"namespace {old} renamed {new}")
+            host.run()
+
+    def collect_orphans(self, known: Callable[[], set[str]]) -> list[str]:
+        """Remove this instance's namespaces and engine veths whose engine is not `known()` (a crash between
+        plugging and recording an engine leaves them). Only names with this instance's tag are considered;
+        they are listed under the lock `plug` holds, before `known()` is asked."""
+        prefix = f"qg-{self.instance}-"
+        with self._lock:
+            namespaces = self._namespaces()
+            veths = {name: _alias(name) or "" for name in self._links() if name.startswith(f"qv{self.instance}")}
+            keep = known()
+            doomed: dict[str, str] = {}  # name -> what it is, for the log
+            host = _Batch()
+            for name, alias in veths.items():
+                owner = re.fullmatch(r"quadriga engine (\S+) network \S+", alias)
+                if owner and owner.group(1) not in keep:
+                    host.add(f"link del {name}")
+                    doomed[name] = f"veth {name} ({alias})"
+            for ns in namespaces:
+                if ns.removeprefix(prefix) in keep:
+                    continue
+                inside = _Batch(ns)  # the veths first, as in unplug
+                for interface in self._read_namespace(ns)[0]:
+                    inside.add(f"link del {interface.name}")
+                inside.run(force=True)
+                self._warn_about_processes(ns)
+                host.add(f"netns del {ns}")
+                doomed[ns] = f"namespace {ns}"
+            errors = host.run(force=True)
+            left = set(self.leftovers())
+        removed = [what for name, what in doomed.items() if name not in left]
+        for what in removed:
+            log.warning("collected orphan %s: no engine of this agent owns it", what)
+        if len(removed) < len(doomed):
+            log.error("orphans not removed: %s: %s", sorted(set(doomed) & left), errors.strip() or "no reason given")
+        return removed
 
     # --- plug, step by step --------------------------------------------------------------------------
 
