@@ -23,7 +23,7 @@ class LoopbackDriver(NetworkDriver):
             "put the VIP on a subnet inside 127.0.0.0/8, or run quadriga as root with --network-driver netns"
         )
 
-    def plug(self, engine_id: str, spec: EngineSpec) -> Plugged:
+    def plug(self, engine_id: str, spec: EngineSpec, process: int | None = None) -> Plugged:
         for vip in spec.vips:
             reason = self.check_vip(vip, None)
             if reason:
