@@ -432,6 +432,11 @@ class QuadrigaServer:
                     f"quadriga serve (pid {proc.pid}) had exited with code {died_early}; "
                     f"last lines of its log:\n{self.log_tail(50)}\n"
                 )
+        self._reaped(proc)
+
+    def _reaped(self, proc: subprocess.Popen[bytes] | None) -> None:
+        """Forget a process that has exited (keeping its exit code) and close its log."""
+        if proc is not None:
             self.returncode = proc.returncode
         _running.discard(self)
         if self._log is not None:
@@ -447,12 +452,7 @@ class QuadrigaServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=self.stop_timeout)
-            self.returncode = proc.returncode
-        _running.discard(self)
-        if self._log is not None:
-            with contextlib.suppress(OSError):
-                self._log.close()
-            self._log = None
+        self._reaped(proc)
 
     def restart(self) -> QuadrigaServer:
         """Start a stopped or killed server again with the same state directory, database and ports."""
