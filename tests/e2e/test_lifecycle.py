@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from quadriga.network.drivers.netns import instance_for
+from quadriga.network.drivers.netns import NetnsDriver, instance_for
 from tests.support.dataplane import Cloud, haproxy_pids, network_driver, network_objects, running_cloud
 
 
@@ -90,12 +87,8 @@ def test_sigkill_of_serve_is_repaired_by_a_restart(state: Path, moment: float):
         assert created.status_code == 201, created.text
         lb_id = created.json()["loadbalancer"]["id"]
         time.sleep(moment)
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=10)
-        server.process = None
-        server.start()  # new ports, same state directory
-        cloud.api = httpx.Client(base_url=server.lb_url, timeout=30, trust_env=False)
+        server.kill()
+        server.restart()  # same ports, state directory and database
         lb = cloud.wait_active(lb_id, timeout=30)
         assert cloud.answers(lb["vip_address"], 2) == ["phoenix", "phoenix"]
         pending = [
@@ -106,3 +99,21 @@ def test_sigkill_of_serve_is_repaired_by_a_restart(state: Path, moment: float):
         ]
         assert pending == []
     assert haproxy_pids(state) == []
+
+
+@pytest.mark.skipif(network_driver() != "netns", reason="engines have namespaces with the netns driver only")
+def test_a_deleted_namespace_keeps_serving_across_a_restart_of_serve(state: Path):
+    # `ip netns del` removes the name only: HAProxy keeps the namespace and VIP alive. A restarted serve
+    # adopts the engine and must name that namespace again, not plug a fresh one that takes the VIP away.
+    with own_cloud(state) as cloud:
+        lb = cloud.create_lb(**simple_graph(cloud, "nameless"))
+        (amp,) = cloud.api.get("/v2/octavia/amphorae", params={"loadbalancer_id": lb["id"]}).json()["amphorae"]
+        namespace = NetnsDriver(instance_for(state / "agent")).namespace(amp["id"])
+        subprocess.run(["ip", "netns", "del", namespace], check=True)
+        assert cloud.answers(lb["vip_address"], 1) == ["nameless"]
+        cloud.server.kill()
+        cloud.server.restart()
+        assert (Path("/run/netns") / namespace).exists()
+        assert cloud.answers(lb["vip_address"], 2) == ["nameless", "nameless"]
+    assert haproxy_pids(state) == []
+    assert network_objects(state) == []

@@ -278,6 +278,24 @@ def test_a_vip_moving_to_another_engine_is_reachable_at_once(netns):
         assert greeting_from("10.231.201.10", port, bridge) == "engine b"
 
 
+def test_plugging_around_a_running_process_names_its_namespace_again(netns):
+    # `ip netns del` removes only the name: the process keeps the namespace, its veth and the VIP alive.
+    # Plugging must name that namespace again, not plug a fresh one and take the veth away from the process.
+    driver = netns()
+    engine_spec = spec(["10.231.201.10"], [subnet(1)])
+    driver.plug("engine-1", engine_spec)
+    ns, bridge = driver.namespace("engine-1"), driver.bridge("net-1")
+    with server_in(driver, "engine-1", "10.231.201.10", "still here") as port:
+        (pid,) = map(int, subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split())
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+        assert greeting_from("10.231.201.10", port, bridge) == "still here"
+        driver.plug("engine-1", engine_spec, process=pid)
+        named, running = os.stat(f"/run/netns/{ns}"), os.stat(f"/proc/{pid}/ns/net")
+        assert (named.st_dev, named.st_ino) == (running.st_dev, running.st_ino)
+        assert greeting_from("10.231.201.10", port, bridge) == "still here"
+        assert addresses(ns, "eth0") == {"10.231.201.10/24"}
+
+
 def test_unplug_removes_the_namespace_and_veth_but_keeps_the_bridge(netns):
     driver = netns()
     driver.plug("engine-1", spec(["10.231.201.10"], [subnet(1)]))

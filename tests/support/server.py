@@ -435,12 +435,39 @@ class QuadrigaServer:
                     f"quadriga serve (pid {proc.pid}) had exited with code {died_early}; "
                     f"last lines of its log:\n{self.log_tail(50)}\n"
                 )
+        self._reaped(proc)
+
+    def _reaped(self, proc: subprocess.Popen[bytes] | None) -> None:
+        """Forget a process that has exited (keeping its exit code) and close its log."""
+        if proc is not None:
             self.returncode = proc.returncode
         _running.discard(self)
         if self._log is not None:
             with contextlib.suppress(OSError):
                 self._log.close()
             self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no clean-up runs) and reap it; its state directory, database and
+        ports stay for `restart`."""
+        proc, self.process = self.process, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=self.stop_timeout)
+        self._reaped(proc)
+
+    def restart(self) -> QuadrigaServer:
+        """Start a stopped or killed server again with the same state directory, database and ports."""
+        if self.running:
+            return self
+        self._require_ports()
+        try:
+            self._spawn_and_wait()
+        except BaseException:
+            self._terminate(report_crash=False)
+            raise
+        return self
 
     def stop(self) -> None:
         """Terminate the server, drop its schema and remove its state directory (unless kept). Idempotent."""

@@ -171,7 +171,7 @@ class Engine:
         # (it also repairs plumbing lost with the process, e.g. a deleted namespace).
         vips_changed = served is None or (served.vips, served.subnets) != (spec.vips, spec.subnets)
         if not running or self.plugged is None or vips_changed:
-            self.plugged = self.network.plug(self.engine_id, spec)
+            self.plugged = self._plug(spec)
         os.replace(self.directory / NEW_CONFIG, config)
         try:
             if running:
@@ -184,6 +184,10 @@ class Engine:
             raise EngineRejected(self.engine_id, f"HAProxy did not load revision {spec.revision}: {exc}") from exc
         prune_support_files(spec, self.haproxy.paths)
 
+    def _plug(self, spec: EngineSpec) -> Plugged:
+        """Plug the network for `spec`, around the HAProxy that runs (if one does)."""
+        return self.network.plug(self.engine_id, spec, process=self.haproxy.master_pid())
+
     def _roll_back(self, previous: str | None, running: bool) -> None:
         if previous is None:
             self.haproxy.config.unlink(missing_ok=True)
@@ -193,7 +197,7 @@ class Engine:
             self.haproxy.stop()  # a start that never served may have left a master behind
         if self.spec is not None:
             try:
-                self.network.plug(self.engine_id, self.spec)
+                self._plug(self.spec)
             except NetworkError as exc:
                 log.error("engine=%s cannot restore the network of the served revision: %s", self.engine_id, exc)
 
@@ -206,7 +210,7 @@ class Engine:
                     self.keepalived.stop()
                 return
             if self.plugged is None or self.plugged.device is None:
-                self.plugged = self.network.plug(self.engine_id, spec)
+                self.plugged = self._plug(spec)
             if self.plugged.device is None:
                 raise KeepalivedError(f"the {self.network.name} network driver names no device for the VIPs")
             done = self.keepalived.ensure(spec, self.plugged.device, self.haproxy.pid_file)
@@ -249,7 +253,7 @@ class Engine:
         remove an engine that never served one. Returns what it did."""
         if self.haproxy.adopt():
             if self.spec is not None:
-                self.plugged = self.network.plug(self.engine_id, self.spec)  # idempotent; tells the address
+                self.plugged = self._plug(self.spec)  # repairs lost plumbing; tells the address
                 self._converge_vrrp(self.spec)  # adopts a running keepalived, restarts a dead one
             return "adopted"
         if self.spec is None:

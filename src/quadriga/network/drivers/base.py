@@ -42,9 +42,10 @@ class NetworkDriver(ABC):
         (the API answers 400 with it)."""
 
     @abstractmethod
-    def plug(self, engine_id: str, spec: EngineSpec) -> Plugged:
+    def plug(self, engine_id: str, spec: EngineSpec, process: int | None = None) -> Plugged:
         """Make `spec`'s VIPs reachable for engine `engine_id`. Idempotent: plugging again with the same or a
-        changed spec converges (VIPs added or removed)."""
+        changed spec converges (VIPs added or removed). `process` is the pid of the engine's HAProxy when it
+        already runs: the network it runs in is the one to converge."""
 
     @abstractmethod
     def unplug(self, engine_id: str) -> None:

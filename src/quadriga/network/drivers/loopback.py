@@ -23,7 +23,7 @@ class LoopbackDriver(NetworkDriver):
             "put the VIP on a subnet inside 127.0.0.0/8, or run quadriga as root with --network-driver netns"
         )
 
-    def plug(self, engine_id: str, spec: EngineSpec) -> Plugged:
+    def plug(self, engine_id: str, spec: EngineSpec, process: int | None = None) -> Plugged:
         if spec.ha is not None:
             raise NetworkError("ACTIVE_STANDBY engines need the netns network driver: here two cannot share a VIP")
         for vip in spec.vips:

@@ -181,6 +181,10 @@ def _alias(device: str) -> str | None:
         return None
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def _nodad(address: str) -> str:
     # An IPv6 address must not wait for duplicate address detection, or HAProxy cannot bind it for a second.
     return " nodad" if ":" in address else ""
@@ -240,10 +244,12 @@ class NetnsDriver(NetworkDriver):
                 return f"VIP {address} is the network or broadcast address of {net}"
         return None
 
-    def plug(self, engine_id: str, spec: EngineSpec) -> Plugged:
+    def plug(self, engine_id: str, spec: EngineSpec, process: int | None = None) -> Plugged:
         ns = self.namespace(engine_id)
         networks = self._networks(engine_id, spec)
         with self._lock:
+            if process is not None:
+                self._name_namespace_of(process, ns, engine_id)
             fresh = self._check_subnets(networks)
             new = not (NETNS_DIR / ns).exists()
             interfaces, gateways = ([], []) if new else self._read_namespace(ns)
@@ -361,6 +367,28 @@ class NetnsDriver(NetworkDriver):
         return removed
 
     # --- plug, step by step --------------------------------------------------------------------------
+
+    def _name_namespace_of(self, pid: int, ns: str, engine_id: str) -> None:
+        """Make `ns` name the namespace HAProxy (`pid`) runs in. `ip netns del` removes only a namespace's name:
+        while HAProxy runs in it, the namespace, its veth and the VIPs live on and keep serving. Plugging a
+        fresh namespace under that name would move the veth away from HAProxy and blackhole the VIPs, so the
+        name is attached to the running namespace again instead."""
+        try:
+            running = os.stat(f"/proc/{pid}/ns/net")
+        except OSError:
+            return  # gone meanwhile: the next start plugs a fresh namespace
+        if _same_file(running, os.stat("/proc/self/ns/net")):
+            return  # not in a namespace of its own: nothing to name
+        host = _Batch()
+        try:
+            if _same_file(running, os.stat(NETNS_DIR / ns)):
+                return
+            host.add(f"netns del {ns}", f"removed namespace {ns}: engine {engine_id}'s HAProxy runs in another one")
+        except FileNotFoundError:
+            pass
+        event = f"namespace {ns} of engine {engine_id} had lost its name while HAProxy {pid} ran in it: named again"
+        host.add(f"netns attach {ns} {pid}", event)
+        host.run()
 
     def _networks(self, engine_id: str, spec: EngineSpec) -> list[_Network]:
         """The networks the engine needs, in the order of their first VIP (the first is eth0)."""
