@@ -126,7 +126,6 @@ class DataPlane:
             return "keepalived is not installed on the agent's host (apt-get install keepalived)"
         return None
 
-
     def _cert_expiration(self, agent: str) -> dt.datetime | None:
         expires = self.cert_expirations.get(agent)
         return expires.replace(tzinfo=None) if expires else None
