@@ -30,6 +30,9 @@ log = logging.getLogger("quadriga.agent")
 
 SPARES = "spares"
 RETRY_AFTER = 5.0  # seconds before the pool tries again after a spare could not be made
+# Refilling waits this long after a spare was taken: making a spare (a namespace, HAProxy's start) competes
+# for the CPU with the create that took it, which is still plugging and reloading.
+REFILL_DELAY = 1.0
 
 
 class SparePool:
@@ -44,6 +47,7 @@ class SparePool:
         self.haproxy = haproxy
         self.options = options
         self._idle: list[str] = []
+        self._claimed_at = 0.0  # time.monotonic() of the last claim
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -71,6 +75,7 @@ class SparePool:
         caller then builds the engine from scratch)."""
         with self._lock:
             spare_id = self._idle.pop(0) if self._idle else None
+            self._claimed_at = time.monotonic()
         if spare_id is None:
             return False
         self._wake.set()
@@ -112,6 +117,9 @@ class SparePool:
                 missing = self.size - len(self._idle)
             if missing <= 0:
                 self._wake.wait()
+                continue
+            if (quiet := self._claimed_at + REFILL_DELAY - time.monotonic()) > 0:
+                self._stop.wait(quiet)
                 continue
             spare_id = f"spare-{secrets.token_hex(4)}"
             started = time.monotonic()
