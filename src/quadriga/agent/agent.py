@@ -121,23 +121,27 @@ class Agent:
         during the first apply), HAProxy processes whose engine directory is gone, and this instance's
         namespaces and veths of unknown engines. Each kind is listed before the known engines are read, so an
         engine being created right now (known before it has a directory, a process or a namespace) is never
-        touched. Returns what was removed; each is logged."""
+        touched. Returns what was removed; each is logged, and what fails is logged and left for next time."""
         collected: list[str] = []
         on_disk = set(self._engine_ids_on_disk())
         for engine_id in sorted(on_disk - self._known()):
-            self.remove(engine_id)
-            collected.append(f"engine directory {engine_id}")
+            with _orphan_errors(f"engine directory {engine_id}"):
+                self.remove(engine_id)
+                collected.append(f"engine directory {engine_id}")
         processes = haproxy_engines(self.engines_dir)
         known = self._known() | set(self._engine_ids_on_disk())
         for engine_id, pids in sorted(processes.items()):
             if engine_id not in known:
-                Haproxy(self.engines_dir / engine_id, binary=self.haproxy).stop()
-                collected.append(f"haproxy {engine_id} (pids {pids})")
+                with _orphan_errors(f"haproxy {engine_id}"):
+                    Haproxy(self.engines_dir / engine_id, binary=self.haproxy).stop()
+                    collected.append(f"haproxy {engine_id} (pids {pids})")
         for what in collected:
             log.warning("collected orphan %s: no engine of this agent owns it", what)
-        return collected + self.network.collect_orphans(
-            lambda: self._known() | set(self._engine_ids_on_disk()) | self.spares.ids()
-        )
+        with _orphan_errors("network objects"):
+            collected += self.network.collect_orphans(
+                lambda: self._known() | set(self._engine_ids_on_disk()) | self.spares.ids()
+            )
+        return collected
 
     def _known(self) -> set[str]:
         with self._lock:
@@ -218,3 +222,12 @@ class Agent:
             else:
                 log.warning("ignoring %s: not an engine directory", path)
         return found
+
+
+@contextmanager
+def _orphan_errors(what: str) -> Iterator[None]:
+    """Orphans are collected again at the next pass: a failure is logged, and the rest is still collected."""
+    try:
+        yield
+    except (NetworkError, HaproxyError, OSError, ValueError) as exc:
+        log.error("orphan %s not collected (tried again at the next pass): %s", what, exc)
