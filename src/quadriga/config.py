@@ -187,7 +187,8 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
             f"cert_renew_days ({settings.agent_cert_renew_days}) must be above 0 and below cert_validity_days "
             f"({settings.agent_cert_validity_days}), or certificates would be renewed at every check"
         )
-    if not isinstance(settings.spare_engines, int) or not 0 <= settings.spare_engines <= 100:
+    spares = settings.spare_engines
+    if not isinstance(spares, int) or isinstance(spares, bool) or not 0 <= spares <= 100:
         raise ConfigError(f"spare_engines must be a whole number from 0 to 100, not {settings.spare_engines!r}")
     if settings.housekeeping_interval <= 0:
         raise ConfigError(f"housekeeping_interval must be above 0, not {settings.housekeeping_interval}")

@@ -29,7 +29,7 @@ def _agent(made: list[Agent], state_dir: Path, haproxy: str) -> Agent:
     made.append(agent)
     agent.recover()
     agent.start_spares()
-    wait_for(lambda: len(agent.spares.ids()) == 2, "two idle spares")
+    wait_for(lambda: len(agent.spares.idle()) == 2, "two idle spares")
     return agent
 
 
@@ -51,10 +51,10 @@ def test_a_new_engine_adopts_a_spare_and_the_pool_refills(
     link = state_dir / "engines" / "engine-1"
     assert link.is_symlink()
     spare_id = link.readlink().name
-    assert spare_id in idle and spare_id not in agent.spares.ids()
+    assert spare_id in idle and spare_id not in agent.spares.idle()
     # The spare's own HAProxy master serves the engine: adopted, not started anew.
     assert Haproxy(state_dir / "spares" / spare_id).master_pid() == idle[spare_id]
-    wait_for(lambda: len(agent.spares.ids()) == 2, "the pool to refill")
+    wait_for(lambda: len(agent.spares.idle()) == 2, "the pool to refill")
     # Later changes go through the adopted engine as through any other.
     agent.apply("engine-1", make_spec(vip, [member(b0)], revision=2))
     assert answers(vip, 1) == ["b0"]
@@ -71,15 +71,15 @@ def test_a_restarted_agent_keeps_adopted_spares_and_replaces_idle_ones(
     (b0,) = backends(1)
     vip = new_vip()
     crashed.apply("engine-1", make_spec(vip, [member(b0)]))
-    wait_for(lambda: len(crashed.spares.ids()) == 2, "the pool to refill")
-    old_idle = crashed.spares.ids()
+    wait_for(lambda: len(crashed.spares.idle()) == 2, "the pool to refill")
+    old_idle = crashed.spares.idle()
     crashed.spares._stop.set()  # no shutdown, as after a crash; its filler thread dies with the process
     crashed.spares._wake.set()
     pooled.remove(crashed)
 
     agent = _agent(pooled, state_dir, haproxy)
     assert agent.report("engine-1") is not None and answers(vip, 1) == ["b0"]
-    assert not old_idle & agent.spares.ids()
+    assert not old_idle & agent.spares.idle()
     for spare_id in old_idle:
         assert haproxy_pids(state_dir / "spares" / spare_id) == []
 

@@ -1,5 +1,7 @@
 """Spare engines in a real `quadriga serve` (netns driver as root): load balancers adopt started, idle
-engines, whose namespaces take the engines' names, serve traffic through their VIPs, and the pool refills."""
+engines, whose namespaces take the engines' names, serve traffic through their VIPs, and the pool refills.
+Housekeeping runs twice a second meanwhile: orphan collection never takes a spare (idle, being made or
+being adopted) for an orphan."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ SPARES = 2
 
 
 @pytest.fixture(scope="module")
-def cloud() -> Iterator[Cloud]:
-    args = ["--spare-engines", str(SPARES)]
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    config = tmp_path_factory.mktemp("spares") / "quadriga.toml"
+    config.write_text("[controller]\nhousekeeping_interval = 0.5\n")
+    args = ["--spare-engines", str(SPARES), "--config", str(config)]
     if network_driver() == "netns":
         args += ["--private-cidr", free_private_cidr()]
     with running_cloud(extra_args=args) as cloud:
@@ -44,6 +48,7 @@ def test_load_balancers_adopt_spares_and_the_pool_refills(cloud: Cloud) -> None:
         created.append(lb)
         assert cloud.answers(lb["vip_address"], 2) == [name, name]
     log = cloud.server.log_path.read_text()
+    assert "collected orphan" not in log and "not adopted" not in log
     adopted = re.findall(r"engine=(\S+) adopted spare=(\S+)", log)
     assert len(adopted) >= 2, log[-3000:]
     for engine_id, spare_id in adopted:

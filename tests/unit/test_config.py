@@ -14,8 +14,9 @@ from quadriga import config
 def test_flags_override_the_file(tmp_path):
     path = tmp_path / "q.toml"
     path.write_text('[api]\nport = 7000\nauth_strategy = "header"\n[quotas]\nloadbalancer = 5\n')
-    settings = config.load(path, {"port": 7100, "state_dir": tmp_path})
-    assert settings.port == 7100 and settings.auth_strategy == "header"
+    settings = config.load(path, {"port": 7100, "state_dir": tmp_path, "spare_engines": 2})
+    assert settings.port == 7100 and settings.auth_strategy == "header" and settings.spare_engines == 2
+    assert (settings.agent_cert_validity_days, settings.agent_cert_renew_days) == (365, 30)
     assert settings.quota_defaults["loadbalancer"] == 5 and settings.quota_defaults["listener"] == -1
     assert settings.db_url == f"sqlite:///{tmp_path / 'quadriga.sqlite'}"
 
@@ -33,6 +34,11 @@ def test_flags_override_the_file(tmp_path):
         ("[health]\ntimeout = 0.5\n", "0 < interval < timeout"),
         ("[health]\nbreaker_share = 1.5\n", "breaker_share must be in (0, 1]"),
         ("[health]\nbreaker_min = 0\n", "breaker_min at least 1"),
+        ("[agent]\ncert_validity_days = 10\ncert_renew_days = 10\n", "cert_renew_days (10) must be above 0"),
+        ("[agent]\ncert_renew_days = 0\n", "cert_renew_days (0) must be above 0"),
+        ("[agent]\nspare_engines = -1\n", "spare_engines must be a whole number from 0 to 100, not -1"),
+        ('[agent]\nspare_engines = "2"\n', "spare_engines must be a whole number"),
+        ("[controller]\nhousekeeping_interval = 0\n", "housekeeping_interval must be above 0"),
     ],
 )
 def test_bad_config_is_refused_with_the_reason(tmp_path, text, message):

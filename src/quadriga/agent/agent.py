@@ -65,6 +65,11 @@ class Agent:
         or NetworkError; the engine then serves what it served before."""
         with self._locked(engine_id, create=True) as engine:
             assert engine is not None
+            link = self.engines_dir / engine_id
+            if engine.spec is None and not link.exists() and not link.is_symlink():
+                self.engines_dir.mkdir(parents=True, exist_ok=True)
+                if self.spares.claim(engine_id, link):  # a new engine: from a spare if one is idle
+                    engine = self._replace(engine_id, self._engine(engine_id))
             return engine.apply(spec)
 
     def remove(self, engine_id: str) -> None:
@@ -116,23 +121,27 @@ class Agent:
         during the first apply), HAProxy processes whose engine directory is gone, and this instance's
         namespaces and veths of unknown engines. Each kind is listed before the known engines are read, so an
         engine being created right now (known before it has a directory, a process or a namespace) is never
-        touched. Returns what was removed; each is logged."""
+        touched. Returns what was removed; each is logged, and what fails is logged and left for next time."""
         collected: list[str] = []
         on_disk = set(self._engine_ids_on_disk())
         for engine_id in sorted(on_disk - self._known()):
-            self.remove(engine_id)
-            collected.append(f"engine directory {engine_id}")
+            with _orphan_errors(f"engine directory {engine_id}"):
+                self.remove(engine_id)
+                collected.append(f"engine directory {engine_id}")
         processes = haproxy_engines(self.engines_dir)
         known = self._known() | set(self._engine_ids_on_disk())
         for engine_id, pids in sorted(processes.items()):
             if engine_id not in known:
-                Haproxy(self.engines_dir / engine_id, binary=self.haproxy).stop()
-                collected.append(f"haproxy {engine_id} (pids {pids})")
+                with _orphan_errors(f"haproxy {engine_id}"):
+                    Haproxy(self.engines_dir / engine_id, binary=self.haproxy).stop()
+                    collected.append(f"haproxy {engine_id} (pids {pids})")
         for what in collected:
             log.warning("collected orphan %s: no engine of this agent owns it", what)
-        return collected + self.network.collect_orphans(
-            lambda: self._known() | set(self._engine_ids_on_disk()) | self.spares.ids()
-        )
+        with _orphan_errors("network objects"):
+            collected += self.network.collect_orphans(
+                lambda: self._known() | set(self._engine_ids_on_disk()) | self.spares.ids()
+            )
+        return collected
 
     def _known(self) -> set[str]:
         with self._lock:
@@ -179,13 +188,7 @@ class Agent:
                 entry = self._engines.get(engine_id)
                 directory = self.engines_dir / engine_id
                 if entry is None and (create or directory.is_dir()):
-                    if create and not directory.is_dir() and not directory.is_symlink():
-                        self.engines_dir.mkdir(parents=True, exist_ok=True)
-                        self.spares.claim(engine_id, directory)  # a new engine: from a spare if one is idle
-                    if directory.is_symlink():  # an adopted spare: HAProxy knows it by the spare's path
-                        directory = Path(os.path.normpath(directory.parent / directory.readlink()))
-                    engine = Engine(engine_id, directory, self.network, haproxy=self.haproxy, options=self.options)
-                    entry = self._engines[engine_id] = (engine, threading.Lock())
+                    entry = self._engines[engine_id] = (self._engine(engine_id), threading.Lock())
             if entry is None:
                 yield None
                 return
@@ -195,6 +198,19 @@ class Agent:
                 if current is entry:  # not removed while this call waited for the lock
                     yield entry[0]
                     return
+
+    def _engine(self, engine_id: str) -> Engine:
+        directory = self.engines_dir / engine_id
+        if directory.is_symlink():  # an adopted spare: HAProxy knows it by the spare's own path
+            directory = Path(os.path.normpath(directory.parent / directory.readlink()))
+        return Engine(engine_id, directory, self.network, haproxy=self.haproxy, options=self.options)
+
+    def _replace(self, engine_id: str, engine: Engine) -> Engine:
+        """Swap the engine object of `engine_id` (whose lock the caller holds); callers waiting for the lock
+        see a new entry and look it up again."""
+        with self._lock:
+            self._engines[engine_id] = (engine, self._engines[engine_id][1])
+        return engine
 
     def _engine_ids_on_disk(self) -> list[str]:
         if not self.engines_dir.is_dir():
@@ -206,3 +222,12 @@ class Agent:
             else:
                 log.warning("ignoring %s: not an engine directory", path)
         return found
+
+
+@contextmanager
+def _orphan_errors(what: str) -> Iterator[None]:
+    """Orphans are collected again at the next pass: a failure is logged, and the rest is still collected."""
+    try:
+        yield
+    except (NetworkError, HaproxyError, OSError, ValueError) as exc:
+        log.error("orphan %s not collected (tried again at the next pass): %s", what, exc)

@@ -30,6 +30,9 @@ log = logging.getLogger("quadriga.agent")
 
 SPARES = "spares"
 RETRY_AFTER = 5.0  # seconds before the pool tries again after a spare could not be made
+# Refilling waits this long after a spare was taken: making a spare (a namespace, HAProxy's start) competes
+# for the CPU with the create that took it, which is still plugging and reloading.
+REFILL_DELAY = 1.0
 
 
 class SparePool:
@@ -44,6 +47,8 @@ class SparePool:
         self.haproxy = haproxy
         self.options = options
         self._idle: list[str] = []
+        self._busy: set[str] = set()  # being made or adopted: their namespaces are not orphans either
+        self._claimed_at = 0.0  # time.monotonic() of the last claim
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -61,7 +66,11 @@ class SparePool:
             self._thread.start()
 
     def ids(self) -> set[str]:
-        """The idle spares (whose namespaces are not orphans)."""
+        """The spares idle, being made or being adopted (whose namespaces are not orphans)."""
+        with self._lock:
+            return set(self._idle) | self._busy
+
+    def idle(self) -> set[str]:
         with self._lock:
             return set(self._idle)
 
@@ -71,9 +80,19 @@ class SparePool:
         caller then builds the engine from scratch)."""
         with self._lock:
             spare_id = self._idle.pop(0) if self._idle else None
+            self._claimed_at = time.monotonic()
+            if spare_id is not None:
+                self._busy.add(spare_id)
         if spare_id is None:
             return False
         self._wake.set()
+        try:
+            return self._adopt(spare_id, engine_id, link)
+        finally:
+            with self._lock:
+                self._busy.discard(spare_id)
+
+    def _adopt(self, spare_id: str, engine_id: str, link: Path) -> bool:
         directory = self.directory / spare_id
         master = Haproxy(directory, binary=self.haproxy).master_pid()
         try:
@@ -113,20 +132,27 @@ class SparePool:
             if missing <= 0:
                 self._wake.wait()
                 continue
+            if (quiet := self._claimed_at + REFILL_DELAY - time.monotonic()) > 0:
+                self._stop.wait(quiet)
+                continue
             spare_id = f"spare-{secrets.token_hex(4)}"
             started = time.monotonic()
+            with self._lock:
+                self._busy.add(spare_id)
             try:
                 self._make(spare_id)
+                made = not self._stop.is_set()
             except (HaproxyError, NetworkError, OSError) as exc:
                 log.error("spare=%s could not be made (retrying in %.0f s): %s", spare_id, RETRY_AFTER, exc)
-                self._discard(spare_id)
+                made = False
                 self._stop.wait(RETRY_AFTER)
-                continue
-            if self._stop.is_set():
-                self._discard(spare_id)
-                return
             with self._lock:
-                self._idle.append(spare_id)
+                self._busy.discard(spare_id)
+                if made:
+                    self._idle.append(spare_id)
+            if not made:
+                self._discard(spare_id)
+                continue
             log.info("spare=%s ready in %.0f ms", spare_id, (time.monotonic() - started) * 1000)
 
     def _make(self, spare_id: str) -> None:

@@ -57,6 +57,7 @@ class CertificateRotation:
         self.renew_before = renew_before
         self.expirations = {} if expirations is None else expirations  # agent -> what it presents expires
         self._failing: set[str] = set()
+        self._recorded: dict[str, dt.datetime] = {}  # what the amphorae rows already say, per agent
 
     def run_once(self) -> int:
         """Check every agent, renew those close to expiry. Returns how many were renewed."""
@@ -107,9 +108,10 @@ class CertificateRotation:
         return presented
 
     def _record(self, name: str, expires: dt.datetime) -> None:
-        if self.expirations.get(name) == expires:
-            return
         self.expirations[name] = expires
+        if self._recorded.get(name) == expires:
+            return
+        self._recorded[name] = expires
         with self.db.write() as session:
             session.execute(
                 update(m.Amphora)
