@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -188,3 +191,23 @@ def test_unknown_topology_is_refused(cloud: Cloud):
     r = cloud.api.post("/v2/lbaas/flavorprofiles", json={"flavorprofile": body})
     assert r.status_code == 400, r.text
     assert "ACTIVE_STANDBY" in r.json()["faultstring"]
+
+
+@needs_netns
+def test_stopping_serve_with_a_pair_leaves_nothing_behind():
+    root = Path(tempfile.mkdtemp(prefix="qg-"))
+    state = root / "state"
+    try:
+        with running_cloud(state_dir=state) as cloud, active_standby_flavor(cloud) as flavor_id:
+            lb = cloud.create_lb(**sticky_graph(cloud, "ha-stop", flavor_id))
+            engines = [a["id"] for a in amphorae(cloud, lb["id"])]
+            assert len(engines) == 2 and keepalived_pids(state) and haproxy_pids(state)
+            assert len(set(cloud.answers(lb["vip_address"], 2))) == 1
+        assert cloud.server.returncode == 0
+        assert keepalived_pids(state) == [] and haproxy_pids(state) == []
+        assert network_objects(state) == []
+    finally:
+        for pid in keepalived_pids(state) + haproxy_pids(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
