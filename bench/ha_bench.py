@@ -117,13 +117,12 @@ def one_run(cloud: Cloud, lb: dict[str, Any], mode: str) -> dict[str, Any]:
     pids = kill_engine(engine_dir(cloud, holder), signal.SIGSTOP if mode == "freeze" else signal.SIGKILL)
     while not load.recovered() and time.monotonic() - killed_at < RUN_LIMIT:
         time.sleep(0.05)
+    # (The dead engine's state file still says MASTER until it is restarted: only the standby's counts.)
+    standby_took_over = any(e != holder and vrrp_state(cloud, e) == "MASTER" for e in states)
     if mode == "freeze":
-        new_holder = next((e for e in states if e != holder and vrrp_state(cloud, e) == "MASTER"), None)
         for pid in pids:  # the hung engine dies; the status collector restarts it for the next run
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    else:
-        new_holder = next((e for e in states if vrrp_state(cloud, e) == "MASTER"), None)
     time.sleep(AFTER_RECOVERY)
     load.stop.set()
     load.join(timeout=5)
@@ -133,7 +132,7 @@ def one_run(cloud: Cloud, lb: dict[str, Any], mode: str) -> dict[str, Any]:
         "window_s": round(window, 3),
         "failed": failed,
         "requests": total,
-        "taken_over_by": "standby" if new_holder and new_holder != holder else "restarted engine",
+        "taken_over_by": "standby" if standby_took_over else "restarted engine",
     }
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -141,13 +144,26 @@ def test_pair_takes_over_keeps_stickiness_and_rebuilds_the_lost_engine(cloud: Cl
 
 
 @needs_netns
-def test_deleting_a_pair_leaves_nothing_behind(cloud: Cloud, ha_flavor: str):
+def test_load_balancer_failover_replaces_the_pair_then_delete_leaves_nothing_behind(cloud: Cloud, ha_flavor: str):
     lb = cloud.create_lb(**sticky_graph(cloud, "ha-del", ha_flavor))
-    engines = [a["id"] for a in amphorae(cloud, lb["id"])]
+    old = [a["id"] for a in amphorae(cloud, lb["id"])]
+    assert cloud.api.put(f"/v2/lbaas/loadbalancers/{lb['id']}/failover").status_code == 202
+    cloud.wait_active(lb["id"], timeout=30)
+    pair = live_pair(cloud, lb["id"])
+    assert set(pair) == {"MASTER", "BACKUP"} and not {a["id"] for a in pair.values()} & set(old)
+    wait_holder(cloud, [a["id"] for a in pair.values()], lb["vip_address"])
+    assert len(set(cloud.answers(lb["vip_address"], 3))) == 1
+    live = [a["id"] for a in pair.values()]
+    deadline = time.monotonic() + 10
+    while any(engine_dir(cloud, e).exists() for e in old):
+        assert time.monotonic() < deadline, "the replaced pair was not removed"
+        time.sleep(0.1)
+    assert all(keepalived_pids(engine_dir(cloud, e)) and haproxy_pids(engine_dir(cloud, e)) for e in live)
+    ports = {p["device_id"] for p in cloud.net.get("/v2.0/ports").json()["ports"]}
+    assert ports >= set(live) and not ports & set(old), "each live engine has a port for its own address"
+
+    engines = old + live
     dirs = [engine_dir(cloud, e) for e in engines]
-    assert all(keepalived_pids(d) and haproxy_pids(d) for d in dirs)
-    ports = cloud.net.get("/v2.0/ports").json()["ports"]
-    assert {p["device_id"] for p in ports} >= set(engines), "each engine has a port for its own address"
     cloud.delete_lb(lb["id"])
     deadline = time.monotonic() + 10
     while any(keepalived_pids(d) or haproxy_pids(d) for d in dirs) and time.monotonic() < deadline:
@@ -175,3 +191,23 @@ def test_unknown_topology_is_refused(cloud: Cloud):
     r = cloud.api.post("/v2/lbaas/flavorprofiles", json={"flavorprofile": body})
     assert r.status_code == 400, r.text
     assert "ACTIVE_STANDBY" in r.json()["faultstring"]
+
+
+@needs_netns
+def test_stopping_serve_with_a_pair_leaves_nothing_behind():
+    root = Path(tempfile.mkdtemp(prefix="qg-"))
+    state = root / "state"
+    try:
+        with running_cloud(state_dir=state) as cloud, active_standby_flavor(cloud) as flavor_id:
+            lb = cloud.create_lb(**sticky_graph(cloud, "ha-stop", flavor_id))
+            engines = [a["id"] for a in amphorae(cloud, lb["id"])]
+            assert len(engines) == 2 and keepalived_pids(state) and haproxy_pids(state)
+            assert len(set(cloud.answers(lb["vip_address"], 2))) == 1
+        assert cloud.server.returncode == 0
+        assert keepalived_pids(state) == [] and haproxy_pids(state) == []
+        assert network_objects(state) == []
+    finally:
+        for pid in keepalived_pids(state) + haproxy_pids(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)

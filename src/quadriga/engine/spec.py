@@ -272,7 +272,7 @@ class HASpec(_Spec):
     address: IPAddress  # this engine's own address on the VIP network (VRRP source, HAProxy peers)
     peer_name: Id
     peer_address: IPAddress
-    advert_ms: Annotated[int, Field(ge=10, le=40950)] = 250  # VRRPv3 advertisement interval, centiseconds apart
+    advert_ms: Annotated[int, Field(ge=10, le=40950)] = 250  # VRRPv3 advertisement interval (keepalived advert_int)
 
     @model_validator(mode="after")
     def _check(self) -> HASpec:

@@ -77,19 +77,21 @@ class Placed:
 
 
 def _ha_parts(engines: list[Placed]) -> dict[str, HASpec | None]:
-    """Each engine's HASpec (None for SINGLE)."""
+    """Each engine's HASpec: mirrored for the two engines of a pair, None for a SINGLE engine."""
     if len(engines) != 2 or any(e.ha_address is None for e in engines):
         return {e.engine_id: None for e in engines}
     a, b = engines
     return {
-        mine.engine_id: HASpec(
-            role=mine.role,  # type: ignore[arg-type]
-            priority=mine.priority or PRIORITY[BACKUP],
-            vrid=VRID,
-            name=mine.engine_id,
-            address=mine.ha_address or "",
-            peer_name=peer.engine_id,
-            peer_address=peer.ha_address or "",
+        mine.engine_id: HASpec.model_validate(
+            {
+                "role": mine.role,
+                "priority": mine.priority or PRIORITY.get(mine.role, PRIORITY[BACKUP]),
+                "vrid": VRID,
+                "name": mine.engine_id,
+                "address": mine.ha_address,
+                "peer_name": peer.engine_id,
+                "peer_address": peer.ha_address,
+            }
         )
         for mine, peer in ((a, b), (b, a))
     }
@@ -139,7 +141,7 @@ class EngineProvider(ProviderDriver):
         session = object_session(lb)
         unavailable = self.active_standby_unavailable
         if unavailable and session is not None and topology_of(session, lb.flavor_id) == ACTIVE_STANDBY:
-            raise Validation(f"ACTIVE_STANDBY topology (flavor {lb.flavor_id}): {self.active_standby_unavailable}")
+            raise Validation(f"ACTIVE_STANDBY topology (flavor {lb.flavor_id}): {unavailable}")
         if self.check_vip is not None:
             for address in [lb.vip_address] + [v.get("ip_address") for v in lb.additional_vips or []]:
                 if not address:
