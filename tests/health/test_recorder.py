@@ -165,3 +165,20 @@ def test_a_heartbeat_naming_another_load_balancer_is_not_applied(api: Api):
     recorder = HeartbeatRecorder(api.db)
     recorder.record([served.beat(1, loadbalancer_id="someone-else")])
     assert statistics(api, served) == {}
+
+
+def test_unchanged_heartbeats_skip_the_status_pass_but_never_miss_a_change(api: Api):
+    served = serve_lb(api)
+    first, second = HeartbeatRecorder(api.db), HeartbeatRecorder(api.db)
+    first.record([served.beat(1)])
+    assert operating(api, served)["member1"] == "ERROR"
+    all_up = {served.pool_id: dict.fromkeys(served.members, "UP")}
+    second.record([served.beat(2, members=all_up)])  # another receiver's recorder writes newer statuses
+    assert operating(api, served)["member1"] == "ONLINE"
+    first.record([served.beat(3)])  # same as the first one wrote: still written, the row moved meanwhile
+    assert operating(api, served)["member1"] == "ERROR"
+    with api.db.write() as s:  # someone else's write without a heartbeat: a status the next key must not hide
+        s.get(m.Member, served.members[1]).operating_status = "OFFLINE"
+    first.record([served.beat(4, revision=served.revision + 1)])  # a tree change moves the revision
+    assert operating(api, served)["member1"] == "ERROR"
+    assert statistics(api, served)["bytes_in"] == 400  # statistics are written every time

@@ -30,7 +30,7 @@ from quadriga import constants as c
 from quadriga import status
 from quadriga.db import models as m
 from quadriga.db.session import Database
-from quadriga.health.codec import Heartbeat, Payload
+from quadriga.health.codec import Heartbeat, ListenerBeat, Payload
 from quadriga.providers.engine import ALLOCATED, AMP_DELETED
 
 log = logging.getLogger("quadriga.health")
@@ -49,6 +49,9 @@ class HeartbeatRecorder:
         self._lock = threading.Lock()  # guards _serving, _down and _counts
         self._serving: dict[str, float] = {}  # engine id -> time.monotonic() of its last serving heartbeat
         self._down: set[str] = set()  # engines whose last heartbeat said HAProxy does not run (logged once)
+        # engine id -> ((boot, seq) this recorder wrote, the status key it wrote statuses from): while the
+        # row still holds that (boot, seq), the same key needs no status pass (no tree to load)
+        self._applied: dict[str, tuple[tuple[int | None, int | None], tuple[object, ...]]] = {}
         self._counts: Counter[str] = Counter()
         self._unknown_logged = -LOG_EVERY
 
@@ -63,6 +66,7 @@ class HeartbeatRecorder:
         keep = set(keep)
         with self._lock:
             self._serving = {k: v for k, v in self._serving.items() if k in keep}
+            self._applied = {k: v for k, v in self._applied.items() if k in keep}
             self._down &= keep
 
     def counters(self) -> dict[str, int]:
@@ -119,36 +123,47 @@ class HeartbeatRecorder:
         ).all()
         self._count_unknown(set(beats) - {a.id for a in amps})
         fresh: dict[str, tuple[m.Amphora, list[Heartbeat]]] = {}
+        changed: dict[str, Payload] = {}  # engine id -> what its statuses must be computed from
         duplicates = 0
         for amp in amps:
+            before = (amp.heartbeat_boot, amp.heartbeat_seq)
             last = (-1, -1) if amp.heartbeat_boot is None else (amp.heartbeat_boot, amp.heartbeat_seq or 0)
             new = [
                 h for h in beats[amp.id] if (h.boot, h.seq) > last and h.payload.loadbalancer_id == amp.load_balancer_id
             ]
             duplicates += len(beats[amp.id]) - len(new)
-            if new:
-                amp.heartbeat_boot, amp.heartbeat_seq, amp.heartbeat_at = new[-1].boot, new[-1].seq, m.utcnow()
-                fresh[amp.id] = (amp, new)
+            if not new:
+                continue
+            amp.heartbeat_boot, amp.heartbeat_seq, amp.heartbeat_at = new[-1].boot, new[-1].seq, m.utcnow()
+            fresh[amp.id] = (amp, new)
+            if amp.status == ALLOCATED:
+                payload = _effective(new)
+                previous = self._applied.get(amp.id)
+                written = previous[1] if previous is not None and previous[0] == before else None
+                key = _status_key(payload, written)
+                if key != written or _lost(amp, payload):
+                    changed[amp.id] = payload
+                self._applied[amp.id] = ((amp.heartbeat_boot, amp.heartbeat_seq), key)
         with self._lock:
             self._counts["duplicate"] += duplicates
             self._counts["applied"] += sum(len(new) for _, new in fresh.values())
         if not fresh:
             return False
-        lbs = _load_trees(session, {amp.load_balancer_id or "" for amp, _ in fresh.values()})
-        _add_statistics(session, lbs, fresh.values())
+        _add_statistics(session, fresh.values())
+        lbs = _load_trees(session, {fresh[engine_id][0].load_balancer_id or "" for engine_id in changed})
         stale = False
-        for amp, new in fresh.values():
+        for engine_id, payload in changed.items():
+            amp = fresh[engine_id][0]
             lb = lbs.get(amp.load_balancer_id or "")
-            if lb is None or amp.status != ALLOCATED or lb.provisioning_status in (c.DELETED, c.PENDING_DELETE):
+            if lb is None or lb.provisioning_status in (c.DELETED, c.PENDING_DELETE):
                 continue
-            _set_operating(lb, new)
-            stale |= self._check_config(lb, amp, new[-1].payload)
+            _set_operating(lb, payload)
+            stale |= self._check_config(lb, amp, payload)
         return stale
 
     def _check_config(self, lb: m.LoadBalancer, amp: m.Amphora, payload: Payload) -> bool:
         """Mark `lb` stale when its running engine serves an older revision than its agent confirmed."""
-        lost = payload.running and amp.applied_revision is not None and payload.revision < amp.applied_revision
-        if not lost or lb.lease_owner is not None or lb.revision != lb.applied_revision:
+        if not _lost(amp, payload) or lb.lease_owner is not None or lb.revision != lb.applied_revision:
             return False
         log.warning(
             "engine=%s lb=%s lost its config (serves revision %d, had %d): pushing it again",
@@ -182,21 +197,42 @@ class HeartbeatRecorder:
             )
 
 
-def _set_operating(lb: m.LoadBalancer, new: list[Heartbeat]) -> None:
-    """Operating statuses from the latest heartbeat; members from the latest one that carried them."""
+def _effective(new: list[Heartbeat]) -> Payload:
+    """The latest heartbeat, with the members of the latest one that carried them (in this batch)."""
     payload = new[-1].payload
     full = next((h.payload for h in reversed(new) if not h.payload.partial), None)
     if full is not None and full is not payload:
         payload = payload.model_copy(update={"members": full.members, "partial": False})
+    return payload
+
+
+def _status_key(payload: Payload, written: tuple[object, ...] | None) -> tuple[object, ...]:
+    """Everything of a heartbeat that operating statuses depend on. Every change to a load balancer's tree
+    moves its revision, and the engine then serves (and reports) that revision: an unchanged key means
+    unchanged statuses, as long as nobody else wrote statuses since (the caller passes `written`, the key
+    the statuses in the database come from, only when it knows). A partial heartbeat keeps the members of
+    `written`."""
+    listeners = tuple((k, b.status, b.active_connections) for k, b in sorted(payload.listeners.items()))
+    if payload.partial:
+        members = written[-1] if written is not None else "kept"
+    else:
+        members = tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(payload.members.items()))
+    return payload.revision, payload.running, listeners, members
+
+
+def _lost(amp: m.Amphora, payload: Payload) -> bool:
+    """The engine serves an older revision than its agent confirmed (it lost its config)."""
+    return payload.running and amp.applied_revision is not None and payload.revision < amp.applied_revision
+
+
+def _set_operating(lb: m.LoadBalancer, payload: Payload) -> None:
     objects = {obj.id: obj for obj in status.tree(lb)}
     for obj_id, value in status.operating(lb, payload, keep_members=payload.partial).items():
         if objects[obj_id].operating_status != value:
             objects[obj_id].operating_status = value
 
 
-def _add_statistics(
-    session: Session, lbs: dict[str, m.LoadBalancer], fresh: Iterable[tuple[m.Amphora, list[Heartbeat]]]
-) -> None:
+def _add_statistics(session: Session, fresh: Iterable[tuple[m.Amphora, list[Heartbeat]]]) -> None:
     """Add the heartbeats' counter deltas to the rows of the load balancers' current listeners."""
     fresh = list(fresh)
     rows = {
@@ -205,21 +241,28 @@ def _add_statistics(
             select(m.ListenerStatistics).where(m.ListenerStatistics.amphora_id.in_([amp.id for amp, _ in fresh]))
         )
     }
+    listeners = {
+        (listener_id, lb_id)
+        for listener_id, lb_id in session.execute(
+            select(m.Listener.id, m.Listener.load_balancer_id).where(
+                m.Listener.load_balancer_id.in_({amp.load_balancer_id for amp, _ in fresh})
+            )
+        )
+    }
     now = m.utcnow()
     for amp, new in fresh:
-        lb = lbs.get(amp.load_balancer_id or "")
-        if lb is None:
-            continue
-        for listener in lb.listeners:
-            seen = [h.payload.listeners[listener.id] for h in new if listener.id in h.payload.listeners]
-            if not seen:
-                continue
-            row = rows.get((listener.id, amp.id))
+        counted: dict[str, list[ListenerBeat]] = {}
+        for heartbeat in new:
+            for listener_id, beat in heartbeat.payload.listeners.items():
+                if (listener_id, amp.load_balancer_id) in listeners:
+                    counted.setdefault(listener_id, []).append(beat)
+        for listener_id, seen in counted.items():
+            row = rows.get((listener_id, amp.id))
             if row is None:
                 row = m.ListenerStatistics(
-                    listener_id=listener.id,
+                    listener_id=listener_id,
                     amphora_id=amp.id,
-                    load_balancer_id=lb.id,
+                    load_balancer_id=amp.load_balancer_id,
                     **dict.fromkeys((*COUNTERS, "active_connections"), 0),
                 )
                 session.add(row)
