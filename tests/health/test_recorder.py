@@ -95,27 +95,29 @@ def test_concurrent_recorders_never_count_twice(api: Api):
     assert statistics(api, served)["bytes_in"] == 50 * 100
 
 
-def test_a_partial_heartbeat_keeps_member_statuses(api: Api):
+def test_a_partial_heartbeat_keeps_the_members_last_reported(api: Api):
     served = serve_lb(api)
     recorder = HeartbeatRecorder(api.db)
     recorder.record([served.beat(1)])
     before = operating(api, served)
     assert (before["member0"], before["member1"], before["pool"]) == ("ONLINE", "ERROR", "DEGRADED")
-    full_listener = served.beat(2).payload.listeners[served.listener_id]
-    partial = served.beat(
-        2, members={}, partial=True, listeners={served.listener_id: full_listener.model_copy(update={"status": "FULL"})}
-    )
-    recorder.record([partial])
+    listener = served.beat(2).payload.listeners[served.listener_id].model_copy(update={"status": "FULL"})
+    recorder.record([served.beat(2, members={}, partial=True, listeners={served.listener_id: listener})])
     after = operating(api, served)
     assert (after["member0"], after["member1"], after["pool"]) == ("ONLINE", "ERROR", "DEGRADED")
     assert after["listener"] == "DEGRADED"  # what the partial heartbeat does carry is applied
-    # a partial heartbeat after a full one in the same batch: the members of the full one count
-    recorder.record(
-        [
-            served.beat(3, members={served.pool_id: {m: "UP" for m in served.members}}),
-            served.beat(4, members={}, partial=True),
-        ]
-    )
+    # the tree changes under unchanged HAProxy words (weight 0 keeps "UP"): the statuses follow the tree
+    with api.db.write() as s:
+        s.get(m.Member, served.members[0]).weight = 0
+    recorder.record([served.beat(3, members={}, partial=True, revision=served.revision + 1)])
+    assert operating(api, served)["member0"] == "DRAINING"
+    # a recorder that never saw the members (just started) keeps the stored statuses
+    fresh = HeartbeatRecorder(api.db)
+    fresh.record([served.beat(4, members={}, partial=True, revision=served.revision + 2)])
+    assert operating(api, served)["member0"] == "DRAINING" and operating(api, served)["member1"] == "ERROR"
+    # full heartbeat then partial in one batch: the members of the full one count
+    up = {served.pool_id: dict.fromkeys(served.members, "UP")}
+    fresh.record([served.beat(5, members=up), served.beat(6, members={}, partial=True)])
     assert operating(api, served)["member1"] == "ONLINE"
 
 

@@ -46,12 +46,13 @@ class HeartbeatRecorder:
     def __init__(self, db: Database, *, wake_reconciler: Callable[[], None] = lambda: None) -> None:
         self.db = db
         self.wake_reconciler = wake_reconciler
-        self._lock = threading.Lock()  # guards _serving, _down and _counts
+        self._lock = threading.Lock()  # guards the dicts below (a race with `forget` costs only a cache entry)
         self._serving: dict[str, float] = {}  # engine id -> time.monotonic() of its last serving heartbeat
         self._down: set[str] = set()  # engines whose last heartbeat said HAProxy does not run (logged once)
         # engine id -> ((boot, seq) this recorder wrote, the status key it wrote statuses from): while the
         # row still holds that (boot, seq), the same key needs no status pass (no tree to load)
         self._applied: dict[str, tuple[tuple[int | None, int | None], tuple[object, ...]]] = {}
+        self._members: dict[str, dict[str, dict[str, str]]] = {}  # engine id -> HAProxy's words, last sent
         self._counts: Counter[str] = Counter()
         self._unknown_logged = -LOG_EVERY
 
@@ -67,6 +68,7 @@ class HeartbeatRecorder:
         with self._lock:
             self._serving = {k: v for k, v in self._serving.items() if k in keep}
             self._applied = {k: v for k, v in self._applied.items() if k in keep}
+            self._members = {k: v for k, v in self._members.items() if k in keep}
             self._down &= keep
 
     def counters(self) -> dict[str, int]:
@@ -86,8 +88,12 @@ class HeartbeatRecorder:
                     self._counts["out_of_range"] += 1
                 continue
             beats.setdefault(heartbeat.engine_id, []).append(heartbeat)
-        for engine_beats in beats.values():
-            engine_beats.sort(key=lambda h: (h.boot, h.seq))
+        with self._lock:
+            for engine_id, engine_beats in beats.items():
+                engine_beats.sort(key=lambda h: (h.boot, h.seq))
+                full = next((h.payload for h in reversed(engine_beats) if not h.payload.partial), None)
+                if full is not None:
+                    self._members[engine_id] = full.members
         if not beats:
             return
         self._note_serving(beats)
@@ -137,7 +143,7 @@ class HeartbeatRecorder:
             amp.heartbeat_boot, amp.heartbeat_seq, amp.heartbeat_at = new[-1].boot, new[-1].seq, m.utcnow()
             fresh[amp.id] = (amp, new)
             if amp.status == ALLOCATED:
-                payload = _effective(new)
+                payload = self._effective(amp.id, new[-1].payload)
                 previous = self._applied.get(amp.id)
                 written = previous[1] if previous is not None and previous[0] == before else None
                 key = _status_key(payload, written)
@@ -160,6 +166,15 @@ class HeartbeatRecorder:
             _set_operating(lb, payload)
             stale |= self._check_config(lb, amp, payload)
         return stale
+
+    def _effective(self, engine_id: str, payload: Payload) -> Payload:
+        """The latest heartbeat, with the members of the latest one that carried them: member statuses
+        depend on HAProxy's words and on the tree (a member's weight), so they are computed again from the
+        words. Only a recorder that has not seen them since it started keeps the stored statuses."""
+        members = self._members.get(engine_id)
+        if payload.partial and members is not None:
+            return payload.model_copy(update={"members": members, "partial": False})
+        return payload
 
     def _check_config(self, lb: m.LoadBalancer, amp: m.Amphora, payload: Payload) -> bool:
         """Mark `lb` stale when its running engine serves an older revision than its agent confirmed."""
@@ -195,15 +210,6 @@ class HeartbeatRecorder:
                 sorted(unknown)[0],
                 LOG_EVERY,
             )
-
-
-def _effective(new: list[Heartbeat]) -> Payload:
-    """The latest heartbeat, with the members of the latest one that carried them (in this batch)."""
-    payload = new[-1].payload
-    full = next((h.payload for h in reversed(new) if not h.payload.partial), None)
-    if full is not None and full is not payload:
-        payload = payload.model_copy(update={"members": full.members, "partial": False})
-    return payload
 
 
 def _status_key(payload: Payload, written: tuple[object, ...] | None) -> tuple[object, ...]:
