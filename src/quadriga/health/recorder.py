@@ -125,7 +125,10 @@ class HeartbeatRecorder:
     def _write(self, session: Session, beats: dict[str, list[Heartbeat]]) -> bool:
         """Apply the new heartbeats; True when a load balancer needs its config pushed again."""
         amps = session.scalars(
-            select(m.Amphora).where(m.Amphora.id.in_(beats), m.Amphora.status != AMP_DELETED).with_for_update()
+            select(m.Amphora)
+            .where(m.Amphora.id.in_(beats), m.Amphora.status != AMP_DELETED)
+            .order_by(m.Amphora.id)  # one lock order for every recorder: no deadlock between them
+            .with_for_update()
         ).all()
         self._count_unknown(set(beats) - {a.id for a in amps})
         fresh: dict[str, tuple[m.Amphora, list[Heartbeat]]] = {}
