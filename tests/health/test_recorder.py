@@ -95,27 +95,29 @@ def test_concurrent_recorders_never_count_twice(api: Api):
     assert statistics(api, served)["bytes_in"] == 50 * 100
 
 
-def test_a_partial_heartbeat_keeps_member_statuses(api: Api):
+def test_a_partial_heartbeat_keeps_the_members_last_reported(api: Api):
     served = serve_lb(api)
     recorder = HeartbeatRecorder(api.db)
     recorder.record([served.beat(1)])
     before = operating(api, served)
     assert (before["member0"], before["member1"], before["pool"]) == ("ONLINE", "ERROR", "DEGRADED")
-    full_listener = served.beat(2).payload.listeners[served.listener_id]
-    partial = served.beat(
-        2, members={}, partial=True, listeners={served.listener_id: full_listener.model_copy(update={"status": "FULL"})}
-    )
-    recorder.record([partial])
+    listener = served.beat(2).payload.listeners[served.listener_id].model_copy(update={"status": "FULL"})
+    recorder.record([served.beat(2, members={}, partial=True, listeners={served.listener_id: listener})])
     after = operating(api, served)
     assert (after["member0"], after["member1"], after["pool"]) == ("ONLINE", "ERROR", "DEGRADED")
     assert after["listener"] == "DEGRADED"  # what the partial heartbeat does carry is applied
-    # a partial heartbeat after a full one in the same batch: the members of the full one count
-    recorder.record(
-        [
-            served.beat(3, members={served.pool_id: {m: "UP" for m in served.members}}),
-            served.beat(4, members={}, partial=True),
-        ]
-    )
+    # the tree changes under unchanged HAProxy words (weight 0 keeps "UP"): the statuses follow the tree
+    with api.db.write() as s:
+        s.get(m.Member, served.members[0]).weight = 0
+    recorder.record([served.beat(3, members={}, partial=True, revision=served.revision + 1)])
+    assert operating(api, served)["member0"] == "DRAINING"
+    # a recorder that never saw the members (just started) keeps the stored statuses
+    fresh = HeartbeatRecorder(api.db)
+    fresh.record([served.beat(4, members={}, partial=True, revision=served.revision + 2)])
+    assert operating(api, served)["member0"] == "DRAINING" and operating(api, served)["member1"] == "ERROR"
+    # full heartbeat then partial in one batch: the members of the full one count
+    up = {served.pool_id: dict.fromkeys(served.members, "UP")}
+    fresh.record([served.beat(5, members=up), served.beat(6, members={}, partial=True)])
     assert operating(api, served)["member1"] == "ONLINE"
 
 
@@ -165,3 +167,20 @@ def test_a_heartbeat_naming_another_load_balancer_is_not_applied(api: Api):
     recorder = HeartbeatRecorder(api.db)
     recorder.record([served.beat(1, loadbalancer_id="someone-else")])
     assert statistics(api, served) == {}
+
+
+def test_unchanged_heartbeats_skip_the_status_pass_but_never_miss_a_change(api: Api):
+    served = serve_lb(api)
+    first, second = HeartbeatRecorder(api.db), HeartbeatRecorder(api.db)
+    first.record([served.beat(1)])
+    assert operating(api, served)["member1"] == "ERROR"
+    all_up = {served.pool_id: dict.fromkeys(served.members, "UP")}
+    second.record([served.beat(2, members=all_up)])  # another receiver's recorder writes newer statuses
+    assert operating(api, served)["member1"] == "ONLINE"
+    first.record([served.beat(3)])  # same as the first one wrote: still written, the row moved meanwhile
+    assert operating(api, served)["member1"] == "ERROR"
+    with api.db.write() as s:  # someone else's write without a heartbeat: a status the next key must not hide
+        s.get(m.Member, served.members[1]).operating_status = "OFFLINE"
+    first.record([served.beat(4, revision=served.revision + 1)])  # a tree change moves the revision
+    assert operating(api, served)["member1"] == "ERROR"
+    assert statistics(api, served)["bytes_in"] == 400  # statistics are written every time
