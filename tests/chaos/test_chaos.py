@@ -22,6 +22,7 @@ import pytest
 from tests.chaos import checks
 from tests.chaos.scenario import Scenario
 from tests.support.dataplane import haproxy_pids, network_objects, running_cloud
+from tests.support.server import KEEP_STATE_ENV
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -38,7 +39,8 @@ def state() -> Iterator[Path]:
     """A short state directory: HAProxy's unix sockets live inside it, and their paths are limited to 107 bytes."""
     path = Path(tempfile.mkdtemp(prefix="qc-"))
     yield path / "state"
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get(KEEP_STATE_ENV, "") in ("", "0"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -54,7 +56,14 @@ def test_chaos(state: Path, seed: int) -> None:
             scn.note(f"converged in {time.monotonic() - stopped:.1f} s" if not left else "did not converge")
         finally:
             print("\n".join(scn.journal))
-            print(f"seed {seed}: {time.monotonic() - started:.1f} s")
+            print(f"seed {seed}: {time.monotonic() - started:.1f} s; the server's warnings and errors:")
+            print(
+                "\n".join(
+                    line
+                    for line in cloud.server.log_tail(100000).splitlines()
+                    if " WARNING " in line or " ERROR " in line
+                )
+            )
         context = f"seed {seed} (replay with QUADRIGA_CHAOS_SEED={seed}); server log: {cloud.server.log_path}"
         assert not scn.server_errors, f"{context}: the API answered 5xx:\n" + "\n".join(scn.server_errors)
         assert not left, f"{context}: {CONVERGE:.0f} s after the faults stopped:\n" + "\n".join(left)

@@ -167,14 +167,34 @@ class Engine:
         os.replace(self.directory / NEW_CONFIG, config)
         try:
             if running:
-                self.haproxy.reload(lambda state: carried_state(state, served, spec))
-            else:
+                running = self._reload(served, spec)  # False: HAProxy died meanwhile, so it is started below
+            if not running:
                 self.haproxy.start()
         except HaproxyError as exc:
             log.error("engine=%s revision=%s not loaded by haproxy: %s", self.engine_id, spec.revision, exc)
             self._roll_back(previous, running)
             raise EngineRejected(self.engine_id, f"HAProxy did not load revision {spec.revision}: {exc}") from exc
         prune_support_files(spec, self.haproxy.paths)
+
+    def _reload(self, served: EngineSpec | None, spec: EngineSpec) -> bool:
+        """Reload HAProxy with the swapped-in config. Returns False, after clearing what is left of it, when
+        HAProxy died before or during the reload: that says nothing about the config, which is to be started,
+        not rejected. Raises HaproxyError when the running master refused the config."""
+        try:
+            self.haproxy.reload(lambda state: carried_state(state, served, spec))
+        except HaproxyError as exc:
+            if self.haproxy.master_pid() is not None:
+                raise
+            log.warning(
+                "engine=%s revision=%s haproxy died during the reload, starting it: %s",
+                self.engine_id,
+                spec.revision,
+                exc,
+            )
+            self.haproxy.stop()  # workers of a killed master
+            self.plugged = self._plug(spec)  # its namespace may have died with it
+            return False
+        return True
 
     def _plug(self, spec: EngineSpec) -> Plugged:
         """Plug the network for `spec`, around the HAProxy that runs (if one does)."""
