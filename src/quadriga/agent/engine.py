@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from quadriga.agent.haproxy import Haproxy, HaproxyError, write_atomic
+from quadriga.agent.haproxy import ConfigRejected, Haproxy, HaproxyError, write_atomic
 from quadriga.agent.runtime import RuntimeApi, RuntimeApiError
 from quadriga.engine.render import (
     EMPTY_SERVER_STATE,
@@ -91,7 +91,8 @@ class Engine:
 
     def apply(self, spec: EngineSpec) -> EngineReport:
         """Make the engine serve `spec` (see the module docstring); return the resulting report.
-        Raises StaleRevision, EngineRejected or NetworkError; in each case the engine serves what it did."""
+        Raises StaleRevision, EngineRejected, NetworkError or HaproxyError (HAProxy failed without judging the
+        spec); in each case the engine serves what it did."""
         current = self.spec
         if current is not None and spec.revision < current.revision:
             raise StaleRevision(
@@ -135,7 +136,7 @@ class Engine:
         write_atomic(staged, text)
         try:
             warnings = self.haproxy.check(staged)
-        except HaproxyError as exc:
+        except ConfigRejected as exc:
             log.warning("engine=%s revision=%s rejected by haproxy -c: %s", self.engine_id, spec.revision, exc)
             raise EngineRejected(self.engine_id, f"HAProxy rejected revision {spec.revision}: {exc}") from exc
         if warnings:
