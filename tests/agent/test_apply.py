@@ -4,6 +4,8 @@ one."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -15,9 +17,10 @@ import pytest
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.engine import EngineRejected, StaleRevision
-from quadriga.agent.haproxy import Haproxy
+from quadriga.agent.haproxy import Haproxy, HaproxyError
 from quadriga.engine import spec as s
-from tests.agent.helpers import PORT, answers, client, listener, make_spec, member, new_vip
+from quadriga.network.drivers.loopback import LoopbackDriver
+from tests.agent.helpers import OPTIONS, PORT, answers, client, listener, make_spec, member, new_vip, wait_for
 from tests.support.dataplane import haproxy_pids
 
 ENGINE = "engine-1"
@@ -243,3 +246,47 @@ def test_when_the_runtime_api_refuses_a_change_a_reload_makes_it(agent: Agent, b
     assert served_by(state_dir)[0] == master and served_by(state_dir)[1] != worker
     # A new client for each request: no persistence cookie yet, so round robin shows both members.
     assert {answers(vip, 1)[0] for _ in range(4)} == {"b0", "b1"}
+
+
+def test_haproxy_killed_before_a_reload_is_started_with_the_new_config(
+    agent: Agent, backends, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HAProxy dying between the agent's "it runs" and its reload says nothing about the config: the change
+    # is started, not rejected (a rejection would put valid objects in ERROR).
+    vip, pool = new_vip(), backends(2)
+    members = [member(b) for b in pool]
+    agent.apply(ENGINE, make_spec(vip, members))
+    reload = Haproxy.reload
+
+    def killed_first(haproxy: Haproxy, *args: object, **kwargs: object) -> int:
+        for pid in haproxy.processes():
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not haproxy_pids(state_dir), "haproxy to die")
+        return reload(haproxy, *args, **kwargs)
+
+    monkeypatch.setattr(Haproxy, "reload", killed_first)
+    report = agent.apply(ENGINE, make_spec(vip, members, revision=2, listeners=[listener(), listener("alt", PORT + 1)]))
+
+    assert report.running and report.revision == 2 and report.error is None
+    assert set(answers(vip, 4, port=PORT + 1)) == {"b0", "b1"}
+    assert set(answers(vip, 4)) == {"b0", "b1"}
+
+
+def test_a_killed_config_check_is_no_rejection(agent: Agent, backends, state_dir: Path, haproxy: str) -> None:
+    # `haproxy -c` killed by a signal (the OOM killer, an operator) judged nothing: the change must stay
+    # retryable (HaproxyError, a 503 at the API), not be rejected for good (EngineRejected, ERROR).
+    vip, pool = new_vip(), backends(2)
+    members = [member(b) for b in pool]
+    agent.apply(ENGINE, make_spec(vip, members))
+    wrapper = state_dir / "haproxy-killed-check"
+    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then kill -KILL $$; fi\nexec {haproxy} "$@"\n')
+    wrapper.chmod(0o755)
+    checks_killed = Agent(state_dir, LoopbackDriver(), haproxy=str(wrapper), options=OPTIONS)
+
+    with pytest.raises(HaproxyError, match="killed by signal 9") as caught:
+        checks_killed.apply(ENGINE, make_spec(vip, members, revision=2, listeners=[listener(), listener("alt", 9)]))
+
+    assert not isinstance(caught.value, EngineRejected)
+    assert set(answers(vip, 4)) == {"b0", "b1"}
+    report = checks_killed.report(ENGINE)
+    assert report is not None and report.revision == 1 and report.error is None

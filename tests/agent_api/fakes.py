@@ -16,7 +16,7 @@ from quadriga.engine.spec import ID_PATTERN, EngineSpec
 
 class FakeAgent:
     """Keeps engines in a dict and records every call. `reject_with` makes the next applies fail as HAProxy
-    would; `fail_with` makes them fail unexpectedly."""
+    would; `fail_with` makes applies and removals fail with that exception."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -53,6 +53,8 @@ class FakeAgent:
         with self.lock:
             self.calls.append(("remove", engine_id))
             self._check(engine_id)
+            if self.fail_with is not None:
+                raise self.fail_with
             self.engines.pop(engine_id, None)
 
     def report(self, engine_id: str) -> EngineReport | None:

@@ -11,6 +11,7 @@ import pytest
 
 from quadriga.agent.api import AgentServer
 from quadriga.agent.client import AgentClient, AgentRejected, AgentStale, AgentUnavailable
+from quadriga.agent.haproxy import HaproxyError
 from quadriga.network.drivers.base import NetworkError
 from tests.agent_api.fakes import FakeAgent, spec, spec_json, ssl_context
 
@@ -154,6 +155,29 @@ def test_a_network_failure_is_503_and_retryable(http: httpx.Client, client: Agen
     assert "File exists" in _fault(http.put("/v1/engines/engine-1", json=spec_json()), 503)
     with pytest.raises(AgentUnavailable, match="File exists"):
         client.apply("engine-1", spec())
+
+
+def test_haproxy_failing_without_a_verdict_is_503_and_retryable(
+    http: httpx.Client, client: AgentClient, agent: FakeAgent
+) -> None:
+    agent.fail_with = HaproxyError("haproxy -c was killed by signal 9 before it judged haproxy.cfg.new")
+    assert "killed by signal 9" in _fault(http.put("/v1/engines/engine-1", json=spec_json()), 503)
+    with pytest.raises(AgentUnavailable, match="killed"):
+        client.apply("engine-1", spec())
+
+
+@pytest.mark.parametrize("failure", [NetworkError("netns del failed: Device busy"), HaproxyError("survived SIGKILL")])
+def test_a_removal_that_fails_is_503_and_retryable(
+    http: httpx.Client, client: AgentClient, agent: FakeAgent, failure: Exception
+) -> None:
+    assert http.put("/v1/engines/engine-1", json=spec_json()).status_code == 200
+    agent.fail_with = failure
+    assert str(failure) in _fault(http.delete("/v1/engines/engine-1"), 503)
+    with pytest.raises(AgentUnavailable):
+        client.remove("engine-1")
+    agent.fail_with = None
+    client.remove("engine-1")
+    assert "engine-1" not in agent.engines
 
 
 def test_an_agent_failure_is_500_and_retryable(http: httpx.Client, client: AgentClient, agent: FakeAgent) -> None:

@@ -13,7 +13,10 @@ A 5xx answer is recorded as a failure of its own: the API must never answer 500.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +28,7 @@ import httpx
 
 from tests.chaos import faults
 from tests.chaos.model import LoadBalancerModel, MemberModel, Model
+from tests.support import ServerStartupError
 from tests.support.dataplane import Cloud, network_driver
 
 MAX_BALANCERS = 6  # created over a run
@@ -73,13 +77,20 @@ class Scenario:
 
     # --- the stream ------------------------------------------------------------------------------------
 
-    def run(self, steps: int) -> None:
-        for _ in range(steps):
+    def run(self, steps: int, budget: float) -> None:
+        """Play up to `steps` steps, stopping early once `budget` seconds have passed."""
+        deadline = time.monotonic() + budget
+        for step in range(steps):
+            if time.monotonic() > deadline:
+                self.note(f"time budget of {budget:.0f} s used up after {step} steps")
+                break
             roll = self.rng.random()
             if roll < 0.15:
                 self.kill_serve()
-            elif roll < 0.35:
+            elif roll < 0.27:
                 self.engine_fault()
+            elif roll < 0.35:
+                self.engine_fault_during_write()
             else:
                 self.operation()
         self.note("faults stop")
@@ -266,6 +277,8 @@ class Scenario:
         self.server.kill()  # reaps it (a no-op when the timer did)
         if self.rng.random() < 0.3:
             self.engine_fault()
+        if self.rng.random() < 0.25:
+            self.kill_serve_while_it_starts()
         started = time.monotonic()
         self.server.restart()
         self.note(f"serve restarted in {time.monotonic() - started:.1f} s")
@@ -273,14 +286,46 @@ class Scenario:
         for resolve in pending:
             resolve()
 
-    def engine_fault(self) -> None:
+    def kill_serve_while_it_starts(self) -> None:
+        """Restart serve and SIGKILL it again at a random moment of its start (adopting and restarting
+        engines, migrating the database) or just after."""
+        delay = self.rng.uniform(0.2, 3.0)
+        self.note(f"restart serve, SIGKILL it {delay:.2f} s into its start")
+        timer = threading.Timer(delay, self._sigkill_serve_pid)
+        timer.start()
+        with contextlib.suppress(ServerStartupError):
+            self.server.restart()
+        timer.join()
+        self.server.kill()  # reaps it, whether it died starting or after
+
+    def _sigkill_serve_pid(self) -> None:
+        # Only the signal: the main thread, inside restart(), sees the process exit and reaps it.
+        pid = self.server.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def engine_fault_during_write(self) -> None:
+        """An engine fault at a random moment of the next write (which may be reloading that engine)."""
+        delay = self.rng.uniform(0, KILL_DELAY)
+        self.note(f"engine fault in {delay:.2f} s")
+        rng = random.Random(self.rng.random())  # the timer's own draws: the stream's stay in order
+        timer = threading.Timer(delay, self.engine_fault, kwargs={"rng": rng})
+        timer.start()
+        self.operation()
+        timer.join()
+
+    def engine_fault(self, rng: random.Random | None = None) -> None:
+        rng = rng or self.rng
         engines = faults.engines_of(self.state_dir)
-        targets = sorted((lb.name, engine) for lb in self.model.balancers.values() for engine in engines.get(lb.id, []))
+        targets = sorted(
+            (lb.name, engine) for lb in self.model.balancers.copy().values() for engine in engines.get(lb.id, [])
+        )
         if not targets:
             return
-        name, engine = self.rng.choice(targets)
+        name, engine = rng.choice(targets)
         kinds = ["master", "workers", "all"] + (["namespace", "namespace"] if network_driver() == "netns" else [])
-        kind = self.rng.choice(kinds)
+        kind = rng.choice(kinds)
         if kind == "namespace":
             self.note(f"ip netns del of engine {engine} of {name}: {faults.delete_namespace(self.state_dir, engine)}")
         else:

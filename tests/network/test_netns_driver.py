@@ -309,6 +309,20 @@ def test_unplug_removes_the_namespace_and_veth_but_keeps_the_bridge(netns):
     driver.unplug("never-plugged")
 
 
+def test_unplug_succeeds_when_someone_deletes_the_namespace_meanwhile(netns, monkeypatch):
+    driver = netns()
+    driver.plug("engine-1", spec(["10.231.201.10"], [subnet(1)]))
+    warn = driver._warn_about_processes
+
+    def deleted_meanwhile(ns: str) -> None:  # runs between unplug's look at the namespace and its `netns del`
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+        warn(ns)
+
+    monkeypatch.setattr(driver, "_warn_about_processes", deleted_meanwhile)
+    driver.unplug("engine-1")
+    assert driver.leftovers() == [driver.bridge("net-1")]
+
+
 def test_unplug_removes_the_veth_even_when_a_process_lingers(netns, caplog):
     driver = netns()
     driver.plug("engine-1", spec(["10.231.201.10"], [subnet(1)]))

@@ -61,8 +61,8 @@ class Agent:
     # --- the engine API --------------------------------------------------------------------------------
 
     def apply(self, engine_id: str, spec: EngineSpec) -> EngineReport:
-        """Make engine `engine_id` serve `spec` (creating it if new). Raises StaleRevision, EngineRejected
-        or NetworkError; the engine then serves what it served before."""
+        """Make engine `engine_id` serve `spec` (creating it if new). Raises StaleRevision, EngineRejected,
+        NetworkError or HaproxyError; the engine then serves what it served before."""
         with self._locked(engine_id, create=True) as engine:
             assert engine is not None
             link = self.engines_dir / engine_id

@@ -6,10 +6,10 @@ untrusted input (they carry tenants' values), so they are size-limited and valid
 and every error answers with Octavia's fault body and a 4xx, never a 500.
 
     PUT    /v1/engines/{id}   EngineSpec -> EngineReport   (400 bad spec, 409 stale, 413 too big, 422 rejected,
-                                                          503 the network driver failed)
+                                                          503 the network driver or HAProxy failed: retry)
     GET    /v1/engines        {"engines": [EngineReport, ...]}
     GET    /v1/engines/{id}   EngineReport (404 unknown)
-    DELETE /v1/engines/{id}   204, also for an unknown engine
+    DELETE /v1/engines/{id}   204, also for an unknown engine (503 the network driver or HAProxy failed: retry)
     GET    /v1/info           AgentInfo
     POST   /v1/orphans/collect  {"collected": [...]}: remove what no engine owns (see Agent.collect_orphans)
     POST   /v1/certificate/request  {"csr": PEM}: a new key waits for its certificate (see agent.certificate)
@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quadriga.agent.certificate import AgentCertificate, CertificateRefused, NoPendingRequest
 from quadriga.agent.engine import EngineRejected, StaleRevision
+from quadriga.agent.haproxy import HaproxyError
 from quadriga.api.errors import fault
 from quadriga.certs.pki import Bundle
 from quadriga.engine.report import EngineReport
@@ -150,6 +151,9 @@ def create_app(agent: AgentLike, identity: Identity, *, max_body: int = MAX_BODY
         except NetworkError as exc:  # plugging failed; the engine serves what it did, and a retry may work
             outcome = "network-error"
             return fault(503, f"The network driver failed: {exc}")
+        except HaproxyError as exc:  # HAProxy failed without judging the spec (a killed check): a retry may work
+            outcome = "haproxy-error"
+            return fault(503, f"HAProxy failed: {exc}")
         except ValueError as exc:  # the agent's word for a bad engine id
             outcome = "invalid"
             return fault(400, str(exc))
@@ -179,6 +183,9 @@ def create_app(agent: AgentLike, identity: Identity, *, max_body: int = MAX_BODY
             agent.remove(engine_id)
         except ValueError as exc:
             return fault(400, str(exc))
+        except (NetworkError, HaproxyError) as exc:  # nothing is half-removed for good: a retry finishes it
+            log.warning("remove engine=%s failed: %s", engine_id, exc)
+            return fault(503, f"The engine could not be removed yet: {exc}")
         log.info("remove engine=%s", engine_id)
         return Response(status_code=204)
 

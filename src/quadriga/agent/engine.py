@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from quadriga.agent.haproxy import Haproxy, HaproxyError, write_atomic
+from quadriga.agent.haproxy import ConfigRejected, Haproxy, HaproxyError, write_atomic
 from quadriga.agent.keepalived import Keepalived, KeepalivedError
 from quadriga.agent.runtime import RuntimeApi, RuntimeApiError
 from quadriga.engine.render import (
@@ -97,7 +97,8 @@ class Engine:
 
     def apply(self, spec: EngineSpec) -> EngineReport:
         """Make the engine serve `spec` (see the module docstring); return the resulting report.
-        Raises StaleRevision, EngineRejected or NetworkError; in each case the engine serves what it did."""
+        Raises StaleRevision, EngineRejected, NetworkError or HaproxyError (HAProxy failed without judging the
+        spec); in each case the engine serves what it did."""
         current = self.spec
         if current is not None and spec.revision < current.revision:
             raise StaleRevision(
@@ -143,7 +144,7 @@ class Engine:
         write_atomic(staged, text)
         try:
             warnings = self.haproxy.check(staged)
-        except HaproxyError as exc:
+        except ConfigRejected as exc:
             log.warning("engine=%s revision=%s rejected by haproxy -c: %s", self.engine_id, spec.revision, exc)
             raise EngineRejected(self.engine_id, f"HAProxy rejected revision {spec.revision}: {exc}") from exc
         if warnings:
@@ -175,14 +176,34 @@ class Engine:
         os.replace(self.directory / NEW_CONFIG, config)
         try:
             if running:
-                self.haproxy.reload(lambda state: carried_state(state, served, spec))
-            else:
+                running = self._reload(served, spec)  # False: HAProxy died meanwhile, so it is started below
+            if not running:
                 self.haproxy.start()
         except HaproxyError as exc:
             log.error("engine=%s revision=%s not loaded by haproxy: %s", self.engine_id, spec.revision, exc)
             self._roll_back(previous, running)
             raise EngineRejected(self.engine_id, f"HAProxy did not load revision {spec.revision}: {exc}") from exc
         prune_support_files(spec, self.haproxy.paths)
+
+    def _reload(self, served: EngineSpec | None, spec: EngineSpec) -> bool:
+        """Reload HAProxy with the swapped-in config. Returns False, after clearing what is left of it, when
+        HAProxy died before or during the reload: that says nothing about the config, which is to be started,
+        not rejected. Raises HaproxyError when the running master refused the config."""
+        try:
+            self.haproxy.reload(lambda state: carried_state(state, served, spec))
+        except HaproxyError as exc:
+            if self.haproxy.master_pid() is not None:
+                raise
+            log.warning(
+                "engine=%s revision=%s haproxy died during the reload, starting it: %s",
+                self.engine_id,
+                spec.revision,
+                exc,
+            )
+            self.haproxy.stop()  # workers of a killed master
+            self.plugged = self._plug(spec)  # its namespace may have died with it
+            return False
+        return True
 
     def _plug(self, spec: EngineSpec) -> Plugged:
         """Plug the network for `spec`, around the HAProxy that runs (if one does)."""

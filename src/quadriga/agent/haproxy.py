@@ -75,10 +75,13 @@ class Haproxy:
 
     def check(self, config: Path) -> str:
         """Run `haproxy -c` on `config`; return HAProxy's warnings (empty when none), raise ConfigRejected
-        with its alerts. Runs without the command prefix: checking needs no network namespace, so a config
-        can be checked before the engine's network is plugged."""
+        with its alerts (HaproxyError when the check itself could not run to its end). Runs without the command
+        prefix: checking needs no network namespace, so a config can be checked before the engine's network is
+        plugged."""
         result = self._run([self.binary, "-c", "-f", str(config)])
         messages = _messages(result.stdout, self.directory)
+        if result.returncode < 0:  # killed (the OOM killer, an operator): no verdict on the config
+            raise HaproxyError(f"haproxy -c was killed by signal {-result.returncode} before it judged {config.name}")
         if result.returncode != 0:
             raise ConfigRejected(messages or f"haproxy -c exited with {result.returncode}")
         return messages

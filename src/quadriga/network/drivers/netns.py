@@ -291,7 +291,9 @@ class NetnsDriver(NetworkDriver):
             self._warn_about_processes(ns)
             host = _Batch()
             host.add(f"netns del {ns}", f"removed namespace {ns}")
-            host.run()
+            errors = host.run(force=True)  # someone else may delete it meanwhile: gone is gone
+            if (NETNS_DIR / ns).exists():
+                raise NetworkError(f"`ip netns del {ns}` failed: {errors.strip() or 'no reason given'}")
 
     def command_prefix(self, engine_id: str) -> list[str]:
         return ["ip", "netns", "exec", self.namespace(engine_id)]
