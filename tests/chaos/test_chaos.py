@@ -9,12 +9,11 @@ whichever limit comes first, so a slow machine plays a prefix of the same stream
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,6 @@ from tests.support.dataplane import Cloud, haproxy_pids, network_objects, runnin
 from tests.support.server import KEEP_STATE_ENV
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
-
-log = logging.getLogger("quadriga.chaos")
 
 SEEDS = [int(s) for s in os.environ.get("QUADRIGA_CHAOS_SEED", "1,2").split(",") if s.strip()]
 STEPS = int(os.environ.get("QUADRIGA_CHAOS_STEPS", "60"))
@@ -94,7 +91,7 @@ def converge(scn: Scenario) -> list[str]:
         time.sleep(0.5)
 
 
-def wait_for(condition, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"

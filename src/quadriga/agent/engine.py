@@ -5,12 +5,14 @@ and the HAProxy process that serves it.
 
 1. Render the config into `haproxy.cfg.new` and run `haproxy -c` on it. A config HAProxy rejects stops
    here (`EngineRejected`): the running config and process are not touched, and neither is the network.
+   A check that did not finish (killed, timed out) judged nothing: `HaproxyError`, to be retried.
 2. If only members changed (added, removed, weight, admin state) and HAProxy runs, apply the change with
    the runtime API: no reload, no new worker, established connections untouched. The checked config then
    replaces `haproxy.cfg`, so the next reload starts from the same state.
 3. Otherwise (or when a runtime command fails) plug the network, swap the config in (atomic rename) and
    reload seamlessly, or start HAProxy. If HAProxy's master cannot load it, the previous config file is
-   put back (the old worker still serves it) and the apply fails with `EngineRejected`.
+   put back (the old worker still serves it) and the apply fails with `EngineRejected`. If HAProxy died
+   before or during the reload, it is started with the new config (re-plugged: its namespace may be gone).
 
 An ACTIVE_STANDBY engine (`spec.ha`) also runs keepalived (`quadriga.agent.keepalived`), which holds the VIPs
 while this engine is MASTER: it is started or reloaded once HAProxy serves the spec, repaired by any apply
