@@ -1387,6 +1387,20 @@ class Runner:
                 results.setdefault("overhead", []).append(r)
 
 
+def on_stack(runner: Runner, stack: Stack, label: str, work: Callable[[Stack], None]) -> list[str]:
+    """Open `stack`, do `work` on it, close it whatever happens; returns what it left behind."""
+    try:
+        stack.open()
+        work(stack)
+    except Exception as exc:
+        runner.failures.append(f"{label} stack: {type(exc).__name__}: {exc}")
+        log(f"!! {label} stack failed: {exc}")
+    finally:
+        log(f"== stopping the {label} stack")
+        stack.close()
+    return stack.leftovers
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small counts and short wrk runs (< 2 minutes)")
@@ -1442,30 +1456,16 @@ def main(argv: list[str] | None = None) -> int:
             if not wanted:
                 continue
             stack = Stack(driver, workdir, plan)
-            try:
-                stack.open()
-                runner.run(stack, wanted, monitors)
-            except Exception as exc:
-                runner.failures.append(f"{driver} stack: {type(exc).__name__}: {exc}")
-                log(f"!! {driver} stack failed: {exc}")
-            finally:
-                log(f"== stopping the {driver} stack")
-                stack.close()
-                leftovers += stack.leftovers
+            leftovers += on_stack(runner, stack, driver, partial(runner.run, wanted=wanted, monitors=monitors))
             if n == 0 and args.spare_engines > 0 and "provisioning" in wanted:
-                stack = Stack(driver, workdir, plan, spares=args.spare_engines)
-                try:
-                    stack.open()
-                    prov = runner.step(f"provisioning ({driver}, spares)", bench_provisioning, stack, plan, None)
+
+                def spares(st: Stack, label: str = f"provisioning ({driver}, spares)") -> None:
+                    prov = runner.step(label, bench_provisioning, st, plan, None)
                     if prov is not None:
                         runner.results["provisioning_spares"] = {**prov, "spares": args.spare_engines}
-                except Exception as exc:
-                    runner.failures.append(f"{driver} stack with spares: {type(exc).__name__}: {exc}")
-                    log(f"!! {driver} stack with spares failed: {exc}")
-                finally:
-                    log(f"== stopping the {driver} stack with spares")
-                    stack.close()
-                    leftovers += stack.leftovers
+
+                stack = Stack(driver, workdir, plan, spares=args.spare_engines)
+                leftovers += on_stack(runner, stack, f"{driver} with spares", spares)
     except KeyboardInterrupt:
         runner.failures.append("interrupted")
         log("!! interrupted: cleaned up")

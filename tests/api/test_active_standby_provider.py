@@ -5,28 +5,21 @@ both and releases their addresses; the topology is refused where it cannot run, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import select, update
 
 from quadriga.agent.client import AgentUnavailable
 from quadriga.db import models as m
 from quadriga.providers.engine import EngineProvider
-from tests.api.test_engine_provider import ScriptedAgent, amphorae
+from tests.api.test_engine_provider import amphorae
 from tests.support.api_harness import Api, make_api
+from tests.support.scripted_agent import ScriptedAgent, engine_api, scripted_agent
 
 LB = "/v2/lbaas/loadbalancers"
 
 
-@pytest.fixture
-def agent() -> ScriptedAgent:
-    return ScriptedAgent()
-
-
-@pytest.fixture
-def api(tmp_path, agent: ScriptedAgent) -> Iterator[Api]:
-    yield from make_api(tmp_path, extra_providers=lambda db: {"amphora": EngineProvider(db, {"agent-1": agent})})
+agent = pytest.fixture(scripted_agent, name="agent")
+api = pytest.fixture(engine_api, name="api")
 
 
 def flavor(api: Api, topology: str = "ACTIVE_STANDBY") -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select, update
@@ -15,22 +14,15 @@ from quadriga.agent.client import AgentRejected, AgentUnavailable
 from quadriga.controller.housekeeping import Housekeeping
 from quadriga.db import models as m
 from quadriga.engine.report import EngineReport
-from quadriga.providers.engine import EngineProvider
-from tests.support.api_harness import Api, make_api
-from tests.support.scripted_agent import ScriptedAgent
+from tests.support.api_harness import Api
+from tests.support.scripted_agent import ScriptedAgent, engine_api, scripted_agent
 
 LB = "/v2/lbaas/loadbalancers"
 WEEK = dt.timedelta(days=7)
 
 
-@pytest.fixture
-def agent() -> ScriptedAgent:
-    return ScriptedAgent()
-
-
-@pytest.fixture
-def api(tmp_path, agent: ScriptedAgent) -> Iterator[Api]:
-    yield from make_api(tmp_path, extra_providers=lambda db: {"amphora": EngineProvider(db, {"agent-1": agent})})
+agent = pytest.fixture(scripted_agent, name="agent")
+api = pytest.fixture(engine_api, name="api")
 
 
 def create(api: Api, **fields) -> dict:

@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from quadriga.providers.engine import EngineProvider
-from tests.support.api_harness import Api, make_api
-from tests.support.scripted_agent import ScriptedAgent
+from tests.support.scripted_agent import engine_api, scripted_agent
 
 
 @pytest.fixture
@@ -22,12 +20,5 @@ def udp_capture() -> Iterator[socket.socket]:
     sock.close()
 
 
-@pytest.fixture
-def agent() -> ScriptedAgent:
-    return ScriptedAgent()
-
-
-@pytest.fixture
-def api(tmp_path, agent: ScriptedAgent) -> Iterator[Api]:
-    """The real API and reconciler on a real database, with engines on a scripted agent."""
-    yield from make_api(tmp_path, extra_providers=lambda db: {"amphora": EngineProvider(db, {"agent-1": agent})})
+agent = pytest.fixture(scripted_agent, name="agent")
+api = pytest.fixture(engine_api, name="api")

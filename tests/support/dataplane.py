@@ -43,8 +43,8 @@ def check_target(address: str) -> None:
     assert device.startswith("qb"), f"refusing to send traffic to {address}: it is routed via {route.strip()!r}"
 
 
-def haproxy_pids(directory: Path) -> list[int]:
-    """Live HAProxy processes whose command line names a file under `directory` (a zombie has none)."""
+def program_pids(program: str, directory: Path) -> list[int]:
+    """Live `program` processes whose command line names a file under `directory` (a zombie has none)."""
     prefix = os.fsencode(directory)
     pids = []
     for name in filter(str.isdigit, os.listdir("/proc")):
@@ -52,9 +52,14 @@ def haproxy_pids(directory: Path) -> list[int]:
             argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0].endswith(b"haproxy") and any(a.startswith(prefix) for a in argv):
+        if argv[0].endswith(os.fsencode(program)) and any(a.startswith(prefix) for a in argv):
             pids.append(int(name))
     return pids
+
+
+def haproxy_pids(directory: Path) -> list[int]:
+    """Live HAProxy processes of the engines under `directory`."""
+    return program_pids("haproxy", directory)
 
 
 def kill_engine(state_dir: Path, engine_id: str) -> list[int]:

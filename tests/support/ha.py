@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from quadriga.network.drivers.netns import instance_for
-from tests.support.dataplane import Cloud, haproxy_pids
+from tests.support.dataplane import Cloud, haproxy_pids, program_pids
 
 
 @contextlib.contextmanager
@@ -85,17 +85,8 @@ def wait_holder(cloud: Cloud, engine_ids: list[str], vip: str, timeout: float = 
 
 
 def keepalived_pids(directory: Path) -> list[int]:
-    """Live keepalived processes whose command line names a file under `directory`."""
-    prefix = os.fsencode(directory)
-    pids = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"keepalived") and any(a.startswith(prefix) for a in argv):
-            pids.append(int(name))
-    return pids
+    """Live keepalived processes of the engines under `directory`."""
+    return program_pids("keepalived", directory)
 
 
 def kill_engine(directory: Path, sig: signal.Signals = signal.SIGKILL) -> list[int]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec
+from quadriga.providers.engine import EngineProvider
+from tests.support.api_harness import Api, make_api
 
 
 class ScriptedAgent:
@@ -31,3 +36,13 @@ class ScriptedAgent:
 
     def collect_orphans(self) -> list[str]:
         return []
+
+
+def scripted_agent() -> ScriptedAgent:
+    """A fresh scripted agent (use as a fixture)."""
+    return ScriptedAgent()
+
+
+def engine_api(tmp_path: Path, agent: ScriptedAgent) -> Iterator[Api]:
+    """The real API and reconciler on a real database, with engines on `agent` (use as a fixture)."""
+    yield from make_api(tmp_path, extra_providers=lambda db: {"amphora": EngineProvider(db, {"agent-1": agent})})
