@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install everything the tests need and run them: lint, the whole suite on SQLite, and the API suite
-# again on PostgreSQL. Exits non-zero on any failure (also when pytest collects no tests).
+# Install everything the tests need and run them: lint, the whole suite on SQLite, then the API suite and
+# the parts that write concurrently (health, failover, chaos) again on PostgreSQL. Exits non-zero on any
+# failure (also when pytest collects no tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
@@ -17,6 +18,8 @@ pg_url=$(scripts/pg.sh start "$pgdir" "$port")
 
 echo "==> pytest (SQLite)"
 pytest -q -p no:cacheprovider tests
-echo "==> pytest tests/api, tests/clients and the basic e2e tests (PostgreSQL)"
+echo "==> pytest on PostgreSQL: the API, the clients, the health recorder and watchdog, basic, failover and pair e2e, chaos"
 QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
-  pytest -q -p no:cacheprovider tests/api tests/clients tests/e2e/test_basics.py
+  pytest -q -p no:cacheprovider tests/api tests/clients tests/e2e/test_basics.py \
+  tests/health/test_recorder.py tests/health/test_failover_watchdog.py tests/health/test_health_command.py \
+  tests/e2e/test_auto_failover.py tests/e2e/test_active_standby.py tests/chaos

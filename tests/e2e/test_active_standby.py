@@ -135,12 +135,20 @@ def test_pair_takes_over_keeps_stickiness_and_rebuilds_the_lost_engine(cloud: Cl
     assert vrrp_state(cloud, backup["id"]) == "MASTER" and not holds(cloud, new_master, vip)
     assert cloud.answers(vip, 3) == [answers[0]] * 3
 
-    # A crash of the engine holding the VIP: the other one (or the crashed one, restarted by the status
-    # collector) serves again within the limit.
+    # A crash of the engine holding the VIP: the other one serves again within the limit, and the controller,
+    # whose heartbeats say that HAProxy is gone, replaces the crashed engine by itself.
     assert kill_engine(engine_dir(cloud, backup["id"]))
     window, _answer = first_success_after_failure(cloud, vip, TAKEOVER_LIMIT)
     assert window <= TAKEOVER_LIMIT, f"service came back after {window:.2f} s"
-    assert wait_holder(cloud, [new_master, backup["id"]], vip)
+    deadline = time.monotonic() + 30
+    while {a["id"]: a["status"] for a in amphorae(cloud, lb["id"])}[backup["id"]] != "DELETED":
+        assert time.monotonic() < deadline, "the crashed engine was not replaced"
+        time.sleep(0.2)
+    cloud.wait_active(lb["id"], timeout=30)
+    final = live_pair(cloud, lb["id"])
+    assert set(final) == {"MASTER", "BACKUP"} and backup["id"] not in {a["id"] for a in final.values()}
+    assert wait_holder(cloud, [a["id"] for a in final.values()], vip)
+    assert cloud.answers(vip, 3) == [answers[0]] * 3
 
 
 @needs_netns

@@ -144,7 +144,12 @@ class Cloud:
         return result
 
     def delete_lb(self, lb_id: str) -> None:
-        r = self.api.delete(f"/v2/lbaas/loadbalancers/{lb_id}", params={"cascade": "true"})
+        """Delete (cascade) and wait until gone; a load balancer busy with a change (409: e.g. an automatic
+        failover) is deleted once the change is done."""
+        deadline = time.monotonic() + ACTIVE_TIMEOUT
+        while (r := self.api.delete(f"/v2/lbaas/loadbalancers/{lb_id}", params={"cascade": "true"})).status_code == 409:
+            assert time.monotonic() < deadline, f"load balancer {lb_id} still busy: {r.text}"
+            time.sleep(0.1)
         assert r.status_code in (204, 404), r.text
         deadline = time.monotonic() + ACTIVE_TIMEOUT
         while self.api.get(f"/v2/lbaas/loadbalancers/{lb_id}").status_code != 404:
