@@ -8,9 +8,9 @@ timeout (a request to a dead engine fails fast or times out; both count as faile
 load starts, the engine holding the VIP is
 
   kill    SIGKILLed (keepalived and HAProxy, by pid): a crash. Whichever comes first serves again: the
-          standby's VRRP takeover, or the dead engine restarted in place by the status collector.
+          standby's VRRP takeover (the controller then replaces the dead engine: heartbeat failover).
   freeze  SIGSTOPped (keepalived and HAProxy): a hung engine, which nothing restarts, so the window is
-          the standby's VRRP takeover alone. Then it is SIGKILLed and restarted for the next run.
+          the standby's VRRP takeover alone. Then it is SIGKILLed and replaced for the next run.
 
 window = from the start of the first failed request to the end of the first successful one after it (0 when
 no request failed). Between runs the pair is let settle until both engines run keepalived, one MASTER and one
@@ -120,7 +120,7 @@ def one_run(cloud: Cloud, lb: dict[str, Any], mode: str) -> dict[str, Any]:
     # (The dead engine's state file still says MASTER until it is restarted: only the standby's counts.)
     standby_took_over = any(e != holder and vrrp_state(cloud, e) == "MASTER" for e in states)
     if mode == "freeze":
-        for pid in pids:  # the hung engine dies; the status collector restarts it for the next run
+        for pid in pids:  # the hung engine dies; the controller replaces it for the next run
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     time.sleep(AFTER_RECOVERY)
@@ -132,7 +132,7 @@ def one_run(cloud: Cloud, lb: dict[str, Any], mode: str) -> dict[str, Any]:
         "window_s": round(window, 3),
         "failed": failed,
         "requests": total,
-        "taken_over_by": "standby" if standby_took_over else "restarted engine",
+        "taken_over_by": "standby" if standby_took_over else "replacement engine",
     }
 
 
