@@ -17,6 +17,7 @@ pg_url=$(scripts/pg.sh start "$pgdir" "$port")
 
 echo "==> pytest (SQLite)"
 pytest -q -p no:cacheprovider tests
-echo "==> pytest tests/api, tests/clients and the basic e2e tests (PostgreSQL)"
+echo "==> pytest tests/api, tests/clients, the basic e2e tests and the recorder (PostgreSQL)"
 QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
-  pytest -q -p no:cacheprovider tests/api tests/clients tests/e2e/test_basics.py
+  pytest -q -p no:cacheprovider tests/api tests/clients tests/e2e/test_basics.py tests/health/test_recorder.py \
+    tests/health/test_recorder_locks.py
