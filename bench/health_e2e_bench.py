@@ -5,7 +5,8 @@ Target: >= 5,000/s (5,000 engines at the default 1 s interval).
 N ACTIVE load balancers (1 or 2 listeners, a pool of 3 members each) and their ALLOCATED engines are bulk
 inserted, then a sender process (pinned to CPU 1) sends one heartbeat per engine per second over UDP on
 127.0.0.1 to a real `HeartbeatReceiver` whose `on_batch` is the real `HeartbeatRecorder.record` (this
-process, pinned to CPU 0). Steady state, as the agents send it: every heartbeat carries counter deltas;
+process, pinned to CPU 0). Steady state, as the agents send it: every heartbeat carries counter deltas and
+active connections (random, below any limit);
 members only in one heartbeat of 10 and when they changed; --change of the engines change a member's
 status each second. On SQLite (a file in a temporary directory) and on PostgreSQL (a private server on
 127.0.0.1 started with scripts/pg.sh, as the tests do, and stopped after; its CPU is not in "CPU").
@@ -136,7 +137,10 @@ class Fleet:
                     revision=REVISION,
                     running=True,
                     lb_network_ip="127.0.0.1",
-                    listeners=dict.fromkeys(self.listeners[n], DELTA),
+                    listeners={
+                        li: DELTA.model_copy(update={"active_connections": rng.randrange(100)})
+                        for li in self.listeners[n]
+                    },
                     members={self.pools[n]: dict(zip(self.members[n], words[n], strict=True))} if members else {},
                     partial=not members,
                 )

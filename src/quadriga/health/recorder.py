@@ -187,14 +187,16 @@ class HeartbeatRecorder:
         lb_ids = {h.payload.loadbalancer_id for engine_beats in beats.values() for h in engine_beats}
         session.execute(
             select(m.LoadBalancer.id)
-            .where(m.LoadBalancer.id.in_(lb_ids))
+            .where(bulk.among(session, m.LoadBalancer.id, lb_ids))
             .order_by(m.LoadBalancer.id)
             .with_for_update(key_share=True)
         ).all()
         amps = session.execute(
-            select(*AMP_COLUMNS).where(m.Amphora.id.in_(beats), m.Amphora.status != AMP_DELETED)
+            select(*AMP_COLUMNS).where(bulk.among(session, m.Amphora.id, beats), m.Amphora.status != AMP_DELETED)
         ).all()
         self._count_unknown(set(beats) - {a.id for a in amps})
+        # load balancer id -> listener id -> connection_limit, of the engines' load balancers' listeners
+        limits = _listener_limits(session, {amp.load_balancer_id for amp in amps})
         done = Written()
         fresh: dict[str, tuple[Row, list[Heartbeat]]] = {}
         changed: dict[str, Payload] = {}  # engine id -> what its statuses must be computed from
@@ -209,19 +211,19 @@ class HeartbeatRecorder:
                 continue
             fresh[amp.id] = (amp, new)
             if amp.status == ALLOCATED:
-                payload = self._effective(amp.id, new[-1].payload)
+                payload, words = new[-1].payload, self._members.get(amp.id)
                 previous = self._applied.get(amp.id)
                 written = previous[1] if previous is not None and previous[0] == before else None
-                key = _status_key(payload, written)
+                key = _status_key(payload, words, written, limits.get(amp.load_balancer_id, {}))
                 if key != written or _lost(amp, payload):
-                    changed[amp.id] = payload
+                    changed[amp.id] = self._effective(payload, words)
                 done.keys[amp.id] = ((new[-1].boot, new[-1].seq), key)
         done.applied = sum(len(new) for _, new in fresh.values())
         if not fresh:
             return done
         now = m.utcnow()
         bulk.set_heartbeats(session, [(amp_id, new[-1].boot, new[-1].seq) for amp_id, (_, new) in fresh.items()], now)
-        bulk.add_statistics(session, _statistics(session, fresh.values()), now)
+        bulk.add_statistics(session, _statistics(fresh.values(), limits), now)
         lbs = _load_trees(session, {fresh[engine_id][0].load_balancer_id or "" for engine_id in changed})
         for engine_id, payload in changed.items():
             amp = fresh[engine_id][0]
@@ -232,13 +234,13 @@ class HeartbeatRecorder:
             done.stale |= self._check_config(lb, amp, payload)
         return done
 
-    def _effective(self, engine_id: str, payload: Payload) -> Payload:
-        """The latest heartbeat, with the members of the latest one that carried them: member statuses
-        depend on HAProxy's words and on the tree (a member's weight), so they are computed again from the
-        words. Only a recorder that has not seen them since it started keeps the stored statuses."""
-        members = self._members.get(engine_id)
-        if payload.partial and members is not None:
-            return payload.model_copy(update={"members": members, "partial": False})
+    @staticmethod
+    def _effective(payload: Payload, words: dict[str, dict[str, str]] | None) -> Payload:
+        """The latest heartbeat, with `words`, the members of the latest one that carried them: member
+        statuses depend on HAProxy's words and on the tree (a member's weight), so they are computed again
+        from the words. Only a recorder that has not seen them since it started keeps the stored statuses."""
+        if payload.partial and words is not None:
+            return payload.model_copy(update={"members": words, "partial": False})
         return payload
 
     def _check_config(self, lb: m.LoadBalancer, amp: Row, payload: Payload) -> bool:
@@ -275,17 +277,25 @@ class HeartbeatRecorder:
             )
 
 
-def _status_key(payload: Payload, written: tuple[object, ...] | None) -> tuple[object, ...]:
+def _status_key(
+    payload: Payload,
+    words: dict[str, dict[str, str]] | None,
+    written: tuple[object, ...] | None,
+    limits: dict[str, int],
+) -> tuple[object, ...]:
     """Everything of a heartbeat that operating statuses depend on. Every change to a load balancer's tree
     moves its revision, and the engine then serves (and reports) that revision: an unchanged key means
     unchanged statuses, as long as nobody else wrote statuses since (the caller passes `written`, the key
-    the statuses in the database come from, only when it knows). A partial heartbeat keeps the members of
-    `written`."""
-    listeners = tuple((k, b.status, b.active_connections) for k, b in sorted(payload.listeners.items()))
-    if payload.partial:
-        members = written[-1] if written is not None else "kept"
+    the statuses in the database come from, only when it knows). Listeners count by the status they get
+    (so that active connections, which move all the time, count only when they reach the listener's
+    connection limit, `limits` by listener id). A partial heartbeat has the members of `words` (the last
+    ones HAProxy sent), or of `written` when this recorder never saw them."""
+    listeners = tuple((k, status.listener_operating(b, limits.get(k))) for k, b in sorted(payload.listeners.items()))
+    if payload.partial and words is None:
+        members: object = written[-1] if written is not None else "kept"
     else:
-        members = tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(payload.members.items()))
+        reported = words if payload.partial and words is not None else payload.members
+        members = tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(reported.items()))
     return payload.revision, payload.running, listeners, members
 
 
@@ -301,24 +311,31 @@ def _set_operating(lb: m.LoadBalancer, payload: Payload) -> None:
             objects[obj_id].operating_status = value
 
 
-def _statistics(session: Session, fresh: Iterable[tuple[Row, list[Heartbeat]]]) -> list[StatisticsDelta]:
-    """The heartbeats' counter deltas, summed per (listener, engine), for the load balancers' current
-    listeners only (a heartbeat may still count a listener that was just deleted)."""
-    fresh = list(fresh)
-    listeners = {
-        (listener_id, lb_id)
-        for listener_id, lb_id in session.execute(
-            select(m.Listener.id, m.Listener.load_balancer_id).where(
-                m.Listener.load_balancer_id.in_({amp.load_balancer_id for amp, _ in fresh})
-            )
+def _listener_limits(session: Session, lb_ids: set[str | None]) -> dict[str, dict[str, int]]:
+    """Load balancer id -> listener id -> connection_limit, for the listeners of these load balancers."""
+    rows = session.execute(
+        select(m.Listener.id, m.Listener.load_balancer_id, m.Listener.connection_limit).where(
+            bulk.among(session, m.Listener.load_balancer_id, lb_ids)
         )
-    }
+    )
+    limits: dict[str, dict[str, int]] = {}
+    for listener_id, lb_id, limit in rows:
+        limits.setdefault(lb_id, {})[listener_id] = limit
+    return limits
+
+
+def _statistics(
+    fresh: Iterable[tuple[Row, list[Heartbeat]]], listeners: dict[str, dict[str, int]]
+) -> list[StatisticsDelta]:
+    """The heartbeats' counter deltas, summed per (listener, engine), for the load balancers' current
+    `listeners` only (a heartbeat may still count a listener that was just deleted)."""
     deltas = []
     for amp, new in fresh:
         counted: dict[str, list[ListenerBeat]] = {}
+        current = listeners.get(amp.load_balancer_id, {})
         for heartbeat in new:
             for listener_id, beat in heartbeat.payload.listeners.items():
-                if (listener_id, amp.load_balancer_id) in listeners:
+                if listener_id in current:
                     counted.setdefault(listener_id, []).append(beat)
         deltas.extend(
             StatisticsDelta(
@@ -337,7 +354,7 @@ def _load_trees(session: Session, lb_ids: set[str]) -> dict[str, m.LoadBalancer]
     """The load balancers with their whole trees, in a few queries."""
     rows = session.scalars(
         select(m.LoadBalancer)
-        .where(m.LoadBalancer.id.in_(lb_ids))
+        .where(bulk.among(session, m.LoadBalancer.id, lb_ids))
         .options(
             selectinload(m.LoadBalancer.listeners).selectinload(m.Listener.l7policies).selectinload(m.L7Policy.rules),
             selectinload(m.LoadBalancer.pools).selectinload(m.Pool.members),
