@@ -11,7 +11,8 @@ members only in one heartbeat of 10 and when they changed; --change of the engin
 status each second. On SQLite (a file in a temporary directory) and on PostgreSQL (a private server on
 127.0.0.1 started with scripts/pg.sh, as the tests do, and stopped after; its CPU is not in "CPU").
 
-Reported: heartbeats sent, lost (sent but never accepted), dropped (by the receiver), applied (written by
+First, the recorder alone: `record` on the same heartbeats, decoded beforehand, in batches of 500 (its
+capacity without the receiver). Then end to end: heartbeats sent, lost (sent but never accepted), dropped (by the receiver), applied (written by
 the recorder), applied/s over the run (first batch start to last batch end), batch latency p50/p95
 (`record` calls), the CPU of this process per second of run, and whether the database's statistics add up.
 
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import machine  # bench/machine.py (the script's directory is on sys.path)
 from health_bench import KEY, KEY_ID, KEYS, SKEW, TIME_LIMIT, Others, machine_info, pin, write_datagrams
 from sqlalchemy import func, insert, select
 
@@ -195,6 +197,24 @@ class TimedRecorder:
         self.latencies.append(self.last - start)
 
 
+def direct(kind: str, engines: int, seconds: int, change: float, batch: int = 500) -> dict[str, float]:
+    """The recorder alone: `record` on decoded batches (as the receiver delivers them), in this thread."""
+    pin(0)
+    fleet = Fleet(engines)
+    beats = [decode(d, KEYS) for d in fleet.datagrams(seconds + 1, change)[0]]
+    with database(kind) as db:
+        fleet.insert(db)
+        recorder = HeartbeatRecorder(db)
+        recorder.record(beats[:engines])
+        rest = beats[engines:]
+        cpu, start = time.process_time(), time.perf_counter()
+        for n in range(0, len(rest), batch):
+            recorder.record(rest[n : n + batch])
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - start
+        assert recorder.counters()["applied"] == len(beats), recorder.counters()
+    return {"per_s": len(rest) / wall, "cpu_us": cpu / len(rest) * 1e6, "cores": cpu / wall}
+
+
 def run(kind: str, engines: int, seconds: int, change: float) -> dict[str, object]:
     pin(0)
     fleet = Fleet(engines)
@@ -275,7 +295,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="rounds of heartbeats after the warm-up, one a second")
     parser.add_argument("--change", type=float, default=0.02, help="share of engines changing a member each second")
     args = parser.parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in machine_info().items()))
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in (machine.basics() | machine_info()).items()))
+    print()
+    kinds = args.db.split(",")
+    print("| db | engines | record alone: heartbeats/s | CPU µs/heartbeat | CPU (cores) | others (cores) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind in kinds:
+        with Others() as others:
+            d = direct(kind, args.engines, args.seconds, args.change)
+        print(
+            f"| {kind} | {args.engines:,} | {d['per_s']:,.0f} | {d['cpu_us']:.0f} | {d['cores']:.2f} "
+            f"| {others.cores:.2f} |"
+        )
     print()
     print(
         "| db | engines | sent | sent/s | with members | lost | dropped | applied | applied/s "
@@ -284,7 +315,7 @@ def main() -> None:
         "| others (cores) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
-    for kind in args.db.split(","):
+    for kind in kinds:
         r = run(kind, args.engines, args.seconds, args.change)
         print(
             f"| {r['db']} | {r['engines']:,} | {r['sent']:,} | {r['sent_per_s']:,.0f} | {r['with_members']:,} "
