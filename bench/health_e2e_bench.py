@@ -12,9 +12,11 @@ status each second. On SQLite (a file in a temporary directory) and on PostgreSQ
 127.0.0.1 started with scripts/pg.sh, as the tests do, and stopped after; its CPU is not in "CPU").
 
 First, the recorder alone: `record` on the same heartbeats, decoded beforehand, in batches of 500 (its
-capacity without the receiver). Then end to end: heartbeats sent, lost (sent but never accepted), dropped (by the receiver), applied (written by
-the recorder), applied/s over the run (first batch start to last batch end), batch latency p50/p95
-(`record` calls), the CPU of this process per second of run, and whether the database's statistics add up.
+capacity without the receiver). Then end to end: heartbeats sent, lost (sent but never accepted),
+dropped (by the receiver), applied (written by the recorder), applied/s over the run (first batch start
+to last batch end), batch latency p50/p95 (`record` calls), the CPU of this process per second of run
+and per heartbeat (and the part inside `record`), whether the database's statistics add up (checked only
+when every heartbeat was applied).
 
 Usage:
   python bench/health_e2e_bench.py [--db sqlite,postgresql] [--engines 5000] [--seconds 10] [--change 0.02]
