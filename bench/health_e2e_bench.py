@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import statistics
@@ -39,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import machine  # bench/machine.py (the script's directory is on sys.path)
-from health_bench import KEY, KEY_ID, KEYS, SKEW, TIME_LIMIT, Others, machine_info, pin, write_datagrams
+from health_bench import KEY, KEY_ID, KEYS, SKEW, TIME_LIMIT, Others, pin, write_datagrams
 from sqlalchemy import func, insert, select
 
 from quadriga import constants as c
@@ -297,7 +298,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="rounds of heartbeats after the warm-up, one a second")
     parser.add_argument("--change", type=float, default=0.02, help="share of engines changing a member each second")
     args = parser.parse_args()
-    print("machine: " + ", ".join(f"{k} {v}" for k, v in (machine.basics() | machine_info()).items()))
+    info = machine.basics() | {"usable_cpus": len(os.sched_getaffinity(0))}
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     print()
     kinds = args.db.split(",")
     print("| db | engines | record alone: heartbeats/s | CPU µs/heartbeat | CPU (cores) | others (cores) |")
