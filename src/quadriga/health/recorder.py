@@ -5,8 +5,8 @@ whatever the batch size.
 Several receivers may run at once and every agent sends each heartbeat to all of them, so the same
 heartbeat reaches the database several times: the engine's row keeps the (boot, seq) of the last heartbeat
 applied, and under its load balancer's row lock only newer heartbeats count. A batch that loses a
-deadlock or a serialization conflict (or SQLite's busy wait) is tried again, a few times. Statistics are the sums of the deltas the
-heartbeats carry, so they only grow.
+deadlock or a serialization conflict (or SQLite's busy wait) is tried again, a few times. Statistics
+are the sums of the deltas the heartbeats carry, so they only grow.
 
 It also keeps, in memory, when each engine last said that it serves (a heartbeat from a running HAProxy):
 the failover watchdog of the same process reads it. A heartbeat saying HAProxy does not run is no sign of
