@@ -250,10 +250,11 @@ def udp(profile: str, mode: str, count: int, rate: float) -> dict[str, float]:
     }
 
 
-def send(port: int, profile: str, count: int, rate: float) -> None:
-    """The child: encode first, then send when told, paced at `rate` per second (0: as fast as it can)."""
+def send(port: int, profile: str, count: int, rate: float, path: str | None = None) -> None:
+    """The child: encode first (or read the datagrams `path` holds, length-prefixed), then send when told,
+    paced at `rate` per second (0: as fast as it can)."""
     pin(1)
-    data = datagrams(profile, count, seed=1)
+    data = read_datagrams(path) if path else datagrams(profile, count, seed=1)
     print("ready", flush=True)
     sys.stdin.readline()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -268,6 +269,24 @@ def send(port: int, profile: str, count: int, rate: float) -> None:
                 time.sleep(delay)
     print(json.dumps({"sent": len(data), "seconds": time.perf_counter() - start}), flush=True)
     sock.close()
+
+
+def write_datagrams(path: str, data: list[bytes]) -> None:
+    """Store datagrams for a sender child: each one after its 2-byte length."""
+    with open(path, "wb") as f:
+        for d in data:
+            f.write(len(d).to_bytes(2, "big") + d)
+
+
+def read_datagrams(path: str) -> list[bytes]:
+    with open(path, "rb") as f:
+        blob = f.read()
+    data, at = [], 0
+    while at < len(blob):
+        size = int.from_bytes(blob[at : at + 2], "big")
+        data.append(blob[at + 2 : at + 2 + size])
+        at += 2 + size
+    return data
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import time
 from sqlalchemy import select
 
 from quadriga.db import models as m
+from quadriga.health import recorder as recorder_module
 from quadriga.health.codec import encode
 from quadriga.health.receiver import HeartbeatReceiver
 from quadriga.health.recorder import HeartbeatRecorder
@@ -184,3 +185,22 @@ def test_unchanged_heartbeats_skip_the_status_pass_but_never_miss_a_change(api: 
     first.record([served.beat(4, revision=served.revision + 1)])  # a tree change moves the revision
     assert operating(api, served)["member1"] == "ERROR"
     assert statistics(api, served)["bytes_in"] == 400  # statistics are written every time
+
+
+def test_active_connections_count_for_statuses_only_at_the_connection_limit(api: Api, monkeypatch):
+    """Active connections move all the time: below the listener's connection limit they change no status,
+    so they load no tree; reaching the limit makes the listener DEGRADED."""
+    served = serve_lb(api)
+    with api.db.write() as s:
+        s.get(m.Listener, served.listener_id).connection_limit = 3
+    passes: list[set[str]] = []
+    real = recorder_module._load_trees
+    monkeypatch.setattr(recorder_module, "_load_trees", lambda s, ids: passes.append(set(ids)) or real(s, ids))
+    recorder = HeartbeatRecorder(api.db)
+    recorder.record([served.beat(1)])  # the helper's active connections are the seq: 1
+    assert operating(api, served)["listener"] == "ONLINE" and passes[-1] == {served.lb_id}
+    recorder.record([served.beat(2)])
+    assert passes[-1] == set() and statistics(api, served)["active_connections"] == 2
+    recorder.record([served.beat(3)])
+    assert operating(api, served)["listener"] == "DEGRADED" and passes[-1] == {served.lb_id}
+    assert operating(api, served)["lb"] == "DEGRADED"

@@ -83,7 +83,15 @@ class Reconciler(BackgroundLoop):
             or_(m.LoadBalancer.lease_expires_at.is_(None), m.LoadBalancer.lease_expires_at < now),
         ]
         with self.db.write() as session:
-            ids = list(session.scalars(select(m.LoadBalancer.id).where(*due).limit(self.batch_size).with_for_update()))
+            ids = list(
+                session.scalars(  # in id order, as every transaction locking several load balancers
+                    select(m.LoadBalancer.id)
+                    .where(*due)
+                    .order_by(m.LoadBalancer.id)
+                    .limit(self.batch_size)
+                    .with_for_update()
+                )
+            )
             if ids:
                 session.execute(
                     update(m.LoadBalancer)
@@ -119,7 +127,7 @@ class Reconciler(BackgroundLoop):
     def _settle(self, outcomes: list[Outcome]) -> int:
         settled = 0
         with self.db.write() as session:
-            for out in outcomes:
+            for out in sorted(outcomes, key=lambda o: o.lb_id):  # lock order: load balancers in id order
                 lb = session.scalars(
                     select(m.LoadBalancer).where(m.LoadBalancer.id == out.lb_id).with_for_update()
                 ).one()

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 _IMMEDIATE = "quadriga_begin_immediate"
@@ -42,6 +43,18 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
+
+
+def transient(exc: DBAPIError) -> bool:
+    """The database gave the transaction up to resolve a conflict (a deadlock, a serialization failure, a
+    busy SQLite): the same transaction may succeed when tried again."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(orig)
 
 
 class Database:

@@ -4,8 +4,9 @@ whatever the batch size.
 
 Several receivers may run at once and every agent sends each heartbeat to all of them, so the same
 heartbeat reaches the database several times: the engine's row keeps the (boot, seq) of the last heartbeat
-applied, and under its row lock only newer heartbeats count. Statistics are the sums of the deltas the
-heartbeats carry, so they only grow.
+applied, and under its load balancer's row lock only newer heartbeats count. A batch that loses a
+deadlock or a serialization conflict (or SQLite's busy wait) is tried again, a few times. Statistics
+are the sums of the deltas the heartbeats carry, so they only grow.
 
 It also keeps, in memory, when each engine last said that it serves (a heartbeat from a running HAProxy):
 the failover watchdog of the same process reads it. A heartbeat saying HAProxy does not run is no sign of
@@ -18,26 +19,50 @@ touching provisioning statuses."""
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
 from quadriga.db import models as m
-from quadriga.db.session import Database
+from quadriga.db.session import Database, transient
+from quadriga.health import bulk
+from quadriga.health.bulk import COUNTERS, StatisticsDelta
 from quadriga.health.codec import Heartbeat, ListenerBeat, Payload
 from quadriga.providers.engine import ALLOCATED, AMP_DELETED
 
 log = logging.getLogger("quadriga.health")
 
-COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 MAX_STORED = (1 << 63) - 1  # the largest boot and seq the database stores
 LOG_EVERY = 60.0  # seconds between two log lines about heartbeats of unknown engines
+ATTEMPTS = 4  # tries of a batch that lost a deadlock, a serialization conflict or SQLite's busy wait
+AMP_COLUMNS = (
+    m.Amphora.id,
+    m.Amphora.load_balancer_id,
+    m.Amphora.status,
+    m.Amphora.applied_revision,
+    m.Amphora.heartbeat_boot,
+    m.Amphora.heartbeat_seq,
+)
+
+
+@dataclass
+class Written:
+    """What one batch's transaction did; counted and remembered only once it committed."""
+
+    applied: int = 0
+    duplicates: int = 0
+    stale: bool = False
+    # engine id -> ((boot, seq) written, the status key its statuses are now computed from)
+    keys: dict[str, tuple[tuple[int, int], tuple[object, ...]]] = field(default_factory=dict)
 
 
 class HeartbeatRecorder:
@@ -73,7 +98,8 @@ class HeartbeatRecorder:
 
     def counters(self) -> dict[str, int]:
         """applied (heartbeats written), duplicate (already written, e.g. by another receiver's recorder),
-        unknown (engines the database does not have), stale_config (re-pushes asked for)."""
+        unknown (engines the database does not have), stale_config (re-pushes asked for), retried (batches
+        tried again after a database conflict)."""
         with self._lock:
             return dict(self._counts)
 
@@ -97,10 +123,39 @@ class HeartbeatRecorder:
         if not beats:
             return
         self._note_serving(beats)
-        with self.db.write() as session:
-            stale = self._write(session, beats)
-        if stale:
+        done = self._write_retrying(beats)
+        with self._lock:
+            self._applied.update(done.keys)
+            self._counts["duplicate"] += done.duplicates
+            self._counts["applied"] += done.applied
+            self._counts["stale_config"] += done.stale
+        if done.stale:
             self.wake_reconciler()
+
+    def _write_retrying(self, beats: dict[str, list[Heartbeat]]) -> Written:
+        """One transaction, tried again (a few times, after a short random pause) when the database gave
+        it up to resolve a conflict: a deadlock with a transaction that locks in another order, a
+        serialization failure, SQLite's busy timeout. Other errors, and the last attempt's, propagate (the
+        receiver logs the batch as lost)."""
+        attempt = 1
+        while True:
+            try:
+                with self.db.write() as session:
+                    return self._write(session, beats)
+            except DBAPIError as exc:
+                if attempt == ATTEMPTS or not transient(exc):
+                    raise
+                log.warning(
+                    "heartbeat batch of %d engine(s) hit a database conflict (attempt %d of %d), retrying: %s",
+                    len(beats),
+                    attempt,
+                    ATTEMPTS,
+                    str(exc.orig).splitlines()[0] if exc.orig is not None else exc,
+                )
+                with self._lock:
+                    self._counts["retried"] += 1
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+                attempt += 1
 
     def _note_serving(self, beats: dict[str, list[Heartbeat]]) -> None:
         now = time.monotonic()
@@ -122,64 +177,74 @@ class HeartbeatRecorder:
                         payload.error or "none",
                     )
 
-    def _write(self, session: Session, beats: dict[str, list[Heartbeat]]) -> bool:
-        """Apply the new heartbeats; True when a load balancer needs its config pushed again."""
-        amps = session.scalars(
-            select(m.Amphora)
-            .where(m.Amphora.id.in_(beats), m.Amphora.status != AMP_DELETED)
-            .order_by(m.Amphora.id)  # one lock order for every recorder: no deadlock between them
-            .with_for_update()
+    def _write(self, session: Session, beats: dict[str, list[Heartbeat]]) -> Written:
+        """Apply the new heartbeats (Core statements: no ORM objects unless statuses change)."""
+        # Lock order, everywhere: load balancers (in id order), then what hangs off them. The watchdog, the
+        # API and the reconciler lock a load balancer before they touch its engines or its tree; so does the
+        # recorder. The load balancer's lock also covers its engines' (boot, seq): a heartbeat is applied
+        # only to the engine of the load balancer it names, so two recorders never apply heartbeats of the
+        # same engine at once, and the engines are read after the lock (READ COMMITTED: the latest values).
+        # FOR NO KEY UPDATE is what an UPDATE of the row takes; inserts of children (foreign keys) pass.
+        lb_ids = {h.payload.loadbalancer_id for engine_beats in beats.values() for h in engine_beats}
+        session.execute(
+            select(m.LoadBalancer.id)
+            .where(bulk.among(session, m.LoadBalancer.id, lb_ids))
+            .order_by(m.LoadBalancer.id)
+            .with_for_update(key_share=True)
+        ).all()
+        amps = session.execute(
+            select(*AMP_COLUMNS).where(bulk.among(session, m.Amphora.id, beats), m.Amphora.status != AMP_DELETED)
         ).all()
         self._count_unknown(set(beats) - {a.id for a in amps})
-        fresh: dict[str, tuple[m.Amphora, list[Heartbeat]]] = {}
+        # load balancer id -> listener id -> connection_limit, of the engines' load balancers' listeners
+        limits = _listener_limits(session, {amp.load_balancer_id for amp in amps})
+        done = Written()
+        fresh: dict[str, tuple[Row, list[Heartbeat]]] = {}
         changed: dict[str, Payload] = {}  # engine id -> what its statuses must be computed from
-        duplicates = 0
         for amp in amps:
             before = (amp.heartbeat_boot, amp.heartbeat_seq)
             last = (-1, -1) if amp.heartbeat_boot is None else (amp.heartbeat_boot, amp.heartbeat_seq or 0)
             new = [
                 h for h in beats[amp.id] if (h.boot, h.seq) > last and h.payload.loadbalancer_id == amp.load_balancer_id
             ]
-            duplicates += len(beats[amp.id]) - len(new)
+            done.duplicates += len(beats[amp.id]) - len(new)
             if not new:
                 continue
-            amp.heartbeat_boot, amp.heartbeat_seq, amp.heartbeat_at = new[-1].boot, new[-1].seq, m.utcnow()
             fresh[amp.id] = (amp, new)
             if amp.status == ALLOCATED:
-                payload = self._effective(amp.id, new[-1].payload)
+                payload, words = new[-1].payload, self._members.get(amp.id)
                 previous = self._applied.get(amp.id)
                 written = previous[1] if previous is not None and previous[0] == before else None
-                key = _status_key(payload, written)
+                key = _status_key(payload, words, written, limits.get(amp.load_balancer_id, {}))
                 if key != written or _lost(amp, payload):
-                    changed[amp.id] = payload
-                self._applied[amp.id] = ((amp.heartbeat_boot, amp.heartbeat_seq), key)
-        with self._lock:
-            self._counts["duplicate"] += duplicates
-            self._counts["applied"] += sum(len(new) for _, new in fresh.values())
+                    changed[amp.id] = self._effective(payload, words)
+                done.keys[amp.id] = ((new[-1].boot, new[-1].seq), key)
+        done.applied = sum(len(new) for _, new in fresh.values())
         if not fresh:
-            return False
-        _add_statistics(session, fresh.values())
+            return done
+        now = m.utcnow()
+        bulk.set_heartbeats(session, [(amp_id, new[-1].boot, new[-1].seq) for amp_id, (_, new) in fresh.items()], now)
+        bulk.add_statistics(session, _statistics(fresh.values(), limits), now)
         lbs = _load_trees(session, {fresh[engine_id][0].load_balancer_id or "" for engine_id in changed})
-        stale = False
         for engine_id, payload in changed.items():
             amp = fresh[engine_id][0]
             lb = lbs.get(amp.load_balancer_id or "")
             if lb is None or lb.provisioning_status in (c.DELETED, c.PENDING_DELETE):
                 continue
             _set_operating(lb, payload)
-            stale |= self._check_config(lb, amp, payload)
-        return stale
+            done.stale |= self._check_config(lb, amp, payload)
+        return done
 
-    def _effective(self, engine_id: str, payload: Payload) -> Payload:
-        """The latest heartbeat, with the members of the latest one that carried them: member statuses
-        depend on HAProxy's words and on the tree (a member's weight), so they are computed again from the
-        words. Only a recorder that has not seen them since it started keeps the stored statuses."""
-        members = self._members.get(engine_id)
-        if payload.partial and members is not None:
-            return payload.model_copy(update={"members": members, "partial": False})
+    @staticmethod
+    def _effective(payload: Payload, words: dict[str, dict[str, str]] | None) -> Payload:
+        """The latest heartbeat, with `words`, the members of the latest one that carried them: member
+        statuses depend on HAProxy's words and on the tree (a member's weight), so they are computed again
+        from the words. Only a recorder that has not seen them since it started keeps the stored statuses."""
+        if payload.partial and words is not None:
+            return payload.model_copy(update={"members": words, "partial": False})
         return payload
 
-    def _check_config(self, lb: m.LoadBalancer, amp: m.Amphora, payload: Payload) -> bool:
+    def _check_config(self, lb: m.LoadBalancer, amp: Row, payload: Payload) -> bool:
         """Mark `lb` stale when its running engine serves an older revision than its agent confirmed."""
         if not _lost(amp, payload) or lb.lease_owner is not None or lb.revision != lb.applied_revision:
             return False
@@ -191,8 +256,6 @@ class HeartbeatRecorder:
             amp.applied_revision,
         )
         lb.applied_revision = lb.revision - 1
-        with self._lock:
-            self._counts["stale_config"] += 1
         return True
 
     def _count_unknown(self, unknown: set[str]) -> None:
@@ -215,21 +278,29 @@ class HeartbeatRecorder:
             )
 
 
-def _status_key(payload: Payload, written: tuple[object, ...] | None) -> tuple[object, ...]:
+def _status_key(
+    payload: Payload,
+    words: dict[str, dict[str, str]] | None,
+    written: tuple[object, ...] | None,
+    limits: dict[str, int],
+) -> tuple[object, ...]:
     """Everything of a heartbeat that operating statuses depend on. Every change to a load balancer's tree
     moves its revision, and the engine then serves (and reports) that revision: an unchanged key means
     unchanged statuses, as long as nobody else wrote statuses since (the caller passes `written`, the key
-    the statuses in the database come from, only when it knows). A partial heartbeat keeps the members of
-    `written`."""
-    listeners = tuple((k, b.status, b.active_connections) for k, b in sorted(payload.listeners.items()))
-    if payload.partial:
-        members = written[-1] if written is not None else "kept"
+    the statuses in the database come from, only when it knows). Listeners count by the status they get
+    (so that active connections, which move all the time, count only when they reach the listener's
+    connection limit, `limits` by listener id). A partial heartbeat has the members of `words` (the last
+    ones HAProxy sent), or of `written` when this recorder never saw them."""
+    listeners = tuple((k, status.listener_operating(b, limits.get(k))) for k, b in sorted(payload.listeners.items()))
+    if payload.partial and words is None:
+        members: object = written[-1] if written is not None else "kept"
     else:
-        members = tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(payload.members.items()))
+        reported = words if payload.partial and words is not None else payload.members
+        members = tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(reported.items()))
     return payload.revision, payload.running, listeners, members
 
 
-def _lost(amp: m.Amphora, payload: Payload) -> bool:
+def _lost(amp: Row, payload: Payload) -> bool:
     """The engine serves an older revision than its agent confirmed (it lost its config)."""
     return payload.running and amp.applied_revision is not None and payload.revision < amp.applied_revision
 
@@ -241,51 +312,50 @@ def _set_operating(lb: m.LoadBalancer, payload: Payload) -> None:
             objects[obj_id].operating_status = value
 
 
-def _add_statistics(session: Session, fresh: Iterable[tuple[m.Amphora, list[Heartbeat]]]) -> None:
-    """Add the heartbeats' counter deltas to the rows of the load balancers' current listeners."""
-    fresh = list(fresh)
-    rows = {
-        (row.listener_id, row.amphora_id): row
-        for row in session.scalars(
-            select(m.ListenerStatistics).where(m.ListenerStatistics.amphora_id.in_([amp.id for amp, _ in fresh]))
+def _listener_limits(session: Session, lb_ids: set[str | None]) -> dict[str, dict[str, int]]:
+    """Load balancer id -> listener id -> connection_limit, for the listeners of these load balancers."""
+    rows = session.execute(
+        select(m.Listener.id, m.Listener.load_balancer_id, m.Listener.connection_limit).where(
+            bulk.among(session, m.Listener.load_balancer_id, lb_ids)
         )
-    }
-    listeners = {
-        (listener_id, lb_id)
-        for listener_id, lb_id in session.execute(
-            select(m.Listener.id, m.Listener.load_balancer_id).where(
-                m.Listener.load_balancer_id.in_({amp.load_balancer_id for amp, _ in fresh})
-            )
-        )
-    }
-    now = m.utcnow()
+    )
+    limits: dict[str, dict[str, int]] = {}
+    for listener_id, lb_id, limit in rows:
+        limits.setdefault(lb_id, {})[listener_id] = limit
+    return limits
+
+
+def _statistics(
+    fresh: Iterable[tuple[Row, list[Heartbeat]]], listeners: dict[str, dict[str, int]]
+) -> list[StatisticsDelta]:
+    """The heartbeats' counter deltas, summed per (listener, engine), for the load balancers' current
+    `listeners` only (a heartbeat may still count a listener that was just deleted)."""
+    deltas = []
     for amp, new in fresh:
         counted: dict[str, list[ListenerBeat]] = {}
+        current = listeners.get(amp.load_balancer_id, {})
         for heartbeat in new:
             for listener_id, beat in heartbeat.payload.listeners.items():
-                if (listener_id, amp.load_balancer_id) in listeners:
+                if listener_id in current:
                     counted.setdefault(listener_id, []).append(beat)
-        for listener_id, seen in counted.items():
-            row = rows.get((listener_id, amp.id))
-            if row is None:
-                row = m.ListenerStatistics(
-                    listener_id=listener_id,
-                    amphora_id=amp.id,
-                    load_balancer_id=amp.load_balancer_id,
-                    **dict.fromkeys((*COUNTERS, "active_connections"), 0),
-                )
-                session.add(row)
-            for name in COUNTERS:
-                setattr(row, name, getattr(row, name) + sum(getattr(beat, name) for beat in seen))
-            row.active_connections = seen[-1].active_connections
-            row.updated_at = now
+        deltas.extend(
+            StatisticsDelta(
+                listener_id,
+                amp.id,
+                amp.load_balancer_id,
+                *(sum(getattr(beat, name) for beat in seen) for name in COUNTERS),
+                active_connections=seen[-1].active_connections,
+            )
+            for listener_id, seen in counted.items()
+        )
+    return deltas
 
 
 def _load_trees(session: Session, lb_ids: set[str]) -> dict[str, m.LoadBalancer]:
     """The load balancers with their whole trees, in a few queries."""
     rows = session.scalars(
         select(m.LoadBalancer)
-        .where(m.LoadBalancer.id.in_(lb_ids))
+        .where(bulk.among(session, m.LoadBalancer.id, lb_ids))
         .options(
             selectinload(m.LoadBalancer.listeners).selectinload(m.Listener.l7policies).selectinload(m.L7Policy.rules),
             selectinload(m.LoadBalancer.pools).selectinload(m.Pool.members),
