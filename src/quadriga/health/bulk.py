@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, DateTime, String, any_, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -16,18 +15,9 @@ from sqlalchemy.orm import Session
 COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 
 
-@dataclass(frozen=True, slots=True)
-class StatisticsDelta:
-    """What to add to one (listener, engine) statistics row; `active_connections` replaces the gauge."""
-
-    listener_id: str
-    amphora_id: str
-    load_balancer_id: str
-    bytes_in: int
-    bytes_out: int
-    total_connections: int
-    request_errors: int
-    active_connections: int
+# What to add to one (listener, engine) statistics row, a plain tuple (thousands a second): listener id,
+# amphora id, load balancer id, then the COUNTERS' deltas, then active_connections (it replaces the gauge).
+StatisticsDelta = tuple[str, str, str, int, int, int, int, int]
 
 
 _SET_HEARTBEATS_PG = """
@@ -62,7 +52,7 @@ def set_heartbeats(session: Session, last: Sequence[tuple[str, int, int]], now: 
     """Store each engine's last applied (boot, seq): `last` holds (engine id, boot, seq)."""
     if not last:
         return
-    if _is_sqlite(session):
+    if is_sqlite(session):
         stamp = _sqlite_datetime(session, now)
         rows = [(boot, seq, stamp, stamp, engine_id) for engine_id, boot, seq in last]
         session.connection().exec_driver_sql(_SET_HEARTBEATS_SQLITE, rows)
@@ -75,29 +65,31 @@ def add_statistics(session: Session, deltas: Sequence[StatisticsDelta], now: dt.
     """Add the deltas to the statistics rows, creating the rows that do not exist yet."""
     if not deltas:
         return
-    fields = _COLUMNS[:-1]
-    if _is_sqlite(session):
+    if is_sqlite(session):
         stamp = _sqlite_datetime(session, now)
-        rows = [(*(getattr(d, f) for f in fields), stamp) for d in deltas]
+        rows = [(*d, stamp) for d in deltas]
         session.connection().exec_driver_sql(_ADD_STATISTICS_SQLITE, rows)
         return
-    params: dict[str, object] = {f: [getattr(d, f) for d in deltas] for f in fields}
+    columns = (list(column) for column in zip(*deltas, strict=True))
+    params: dict[str, object] = dict(zip(_COLUMNS[:-1], columns, strict=True))
     session.execute(text(_ADD_STATISTICS_PG), params | {"now": now})
 
 
 def among(session: Session, column: ColumnElement[str], values: Iterable[object]) -> ColumnElement[bool]:
     """`column IN values`; on PostgreSQL as `= ANY(one array parameter)`: a batch's hundreds of ids then
     cost one parameter instead of hundreds to render, cast and send."""
-    if _is_sqlite(session):
+    if is_sqlite(session):
         return column.in_(list(values))
     return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
 
 
-def _is_sqlite(session: Session) -> bool:
+def is_sqlite(session: Session) -> bool:
+    """Whether the session runs on SQLite (the statements differ)."""
     return session.get_bind().dialect.name == "sqlite"
 
 
 def _sqlite_datetime(session: Session, value: dt.datetime) -> object:
-    """`value` as SQLAlchemy stores a DateTime on SQLite (so the ORM reads it back)."""
+    """`value` as SQLAlchemy stores a DateTime on SQLite (so the ORM reads it back), converted once here
+    rather than by the driver for every row."""
     process = DateTime().bind_processor(session.get_bind().dialect)
-    return process(value) if process is not None else value
+    return process(value) if process is not None else value.isoformat(" ")

@@ -77,7 +77,8 @@ class HeartbeatRecorder:
         # engine id -> ((boot, seq) this recorder wrote, the status key it wrote statuses from): while the
         # row still holds that (boot, seq), the same key needs no status pass (no tree to load)
         self._applied: dict[str, tuple[tuple[int | None, int | None], tuple[object, ...]]] = {}
-        self._members: dict[str, dict[str, dict[str, str]]] = {}  # engine id -> HAProxy's words, last sent
+        # engine id -> HAProxy's words for its members, last sent, and their part of the status key
+        self._members: dict[str, tuple[dict[str, dict[str, str]], tuple[object, ...]]] = {}
         self._counts: Counter[str] = Counter()
         self._unknown_logged = -LOG_EVERY
 
@@ -116,10 +117,11 @@ class HeartbeatRecorder:
             beats.setdefault(heartbeat.engine_id, []).append(heartbeat)
         with self._lock:
             for engine_id, engine_beats in beats.items():
-                engine_beats.sort(key=lambda h: (h.boot, h.seq))
+                if len(engine_beats) > 1:
+                    engine_beats.sort(key=_order)
                 full = next((h.payload for h in reversed(engine_beats) if not h.payload.partial), None)
                 if full is not None:
-                    self._members[engine_id] = full.members
+                    self._members[engine_id] = (full.members, _members_key(full.members))
         if not beats:
             return
         self._note_serving(beats)
@@ -185,13 +187,15 @@ class HeartbeatRecorder:
         # only to the engine of the load balancer it names, so two recorders never apply heartbeats of the
         # same engine at once, and the engines are read after the lock (READ COMMITTED: the latest values).
         # FOR NO KEY UPDATE is what an UPDATE of the row takes; inserts of children (foreign keys) pass.
-        lb_ids = {h.payload.loadbalancer_id for engine_beats in beats.values() for h in engine_beats}
-        session.execute(
-            select(m.LoadBalancer.id)
-            .where(bulk.among(session, m.LoadBalancer.id, lb_ids))
-            .order_by(m.LoadBalancer.id)
-            .with_for_update(key_share=True)
-        ).all()
+        # (SQLite has no row locks: its write transaction already excludes every other writer.)
+        if not bulk.is_sqlite(session):
+            lb_ids = {h.payload.loadbalancer_id for engine_beats in beats.values() for h in engine_beats}
+            session.execute(
+                select(m.LoadBalancer.id)
+                .where(bulk.among(session, m.LoadBalancer.id, lb_ids))
+                .order_by(m.LoadBalancer.id)
+                .with_for_update(key_share=True)
+            ).all()
         amps = session.execute(
             select(*AMP_COLUMNS).where(bulk.among(session, m.Amphora.id, beats), m.Amphora.status != AMP_DELETED)
         ).all()
@@ -202,24 +206,25 @@ class HeartbeatRecorder:
         fresh: dict[str, tuple[Row, list[Heartbeat]]] = {}
         changed: dict[str, Payload] = {}  # engine id -> what its statuses must be computed from
         for amp in amps:
+            engine_beats = beats[amp.id]
             before = (amp.heartbeat_boot, amp.heartbeat_seq)
             last = (-1, -1) if amp.heartbeat_boot is None else (amp.heartbeat_boot, amp.heartbeat_seq or 0)
-            new = [
-                h for h in beats[amp.id] if (h.boot, h.seq) > last and h.payload.loadbalancer_id == amp.load_balancer_id
-            ]
-            done.duplicates += len(beats[amp.id]) - len(new)
-            if not new:
-                continue
+            lb_id = amp.load_balancer_id
+            new = [h for h in engine_beats if (h.boot, h.seq) > last and h.payload.loadbalancer_id == lb_id]
+            if len(new) != len(engine_beats):
+                done.duplicates += len(engine_beats) - len(new)
+                if not new:
+                    continue
+            done.applied += len(new)
             fresh[amp.id] = (amp, new)
             if amp.status == ALLOCATED:
-                payload, words = new[-1].payload, self._members.get(amp.id)
+                payload, known = new[-1].payload, self._members.get(amp.id)
                 previous = self._applied.get(amp.id)
                 written = previous[1] if previous is not None and previous[0] == before else None
-                key = _status_key(payload, words, written, limits.get(amp.load_balancer_id, {}))
+                key = _status_key(payload, known, written, limits.get(amp.load_balancer_id, _NONE))
                 if key != written or _lost(amp, payload):
-                    changed[amp.id] = self._effective(payload, words)
+                    changed[amp.id] = self._effective(payload, known[0] if known is not None else None)
                 done.keys[amp.id] = ((new[-1].boot, new[-1].seq), key)
-        done.applied = sum(len(new) for _, new in fresh.values())
         if not fresh:
             return done
         now = m.utcnow()
@@ -278,9 +283,21 @@ class HeartbeatRecorder:
             )
 
 
+_NONE: dict[str, int] = {}  # no listeners
+
+
+def _order(heartbeat: Heartbeat) -> tuple[int, int]:
+    return heartbeat.boot, heartbeat.seq
+
+
+def _members_key(members: dict[str, dict[str, str]]) -> tuple[object, ...]:
+    """The members' part of a status key: HAProxy's words, in a fixed order."""
+    return tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(members.items()))
+
+
 def _status_key(
     payload: Payload,
-    words: dict[str, dict[str, str]] | None,
+    known: tuple[dict[str, dict[str, str]], tuple[object, ...]] | None,
     written: tuple[object, ...] | None,
     limits: dict[str, int],
 ) -> tuple[object, ...]:
@@ -290,13 +307,14 @@ def _status_key(
     the statuses in the database come from, only when it knows). Listeners count by the status they get
     (so that active connections, which move all the time, count only when they reach the listener's
     connection limit, `limits` by listener id). A partial heartbeat has the members of `words` (the last
-    ones HAProxy sent), or of `written` when this recorder never saw them."""
+    ones HAProxy sent, with their key: `known`), or of `written` when this recorder never saw them."""
     listeners = tuple((k, status.listener_operating(b, limits.get(k))) for k, b in sorted(payload.listeners.items()))
-    if payload.partial and words is None:
-        members: object = written[-1] if written is not None else "kept"
+    if not payload.partial:
+        members: object = _members_key(payload.members)
+    elif known is not None:
+        members = known[1]
     else:
-        reported = words if payload.partial and words is not None else payload.members
-        members = tuple((p, tuple(sorted(ms.items()))) for p, ms in sorted(reported.items()))
+        members = written[-1] if written is not None else "kept"
     return payload.revision, payload.running, listeners, members
 
 
@@ -330,24 +348,35 @@ def _statistics(
 ) -> list[StatisticsDelta]:
     """The heartbeats' counter deltas, summed per (listener, engine), for the load balancers' current
     `listeners` only (a heartbeat may still count a listener that was just deleted)."""
-    deltas = []
+    deltas: list[StatisticsDelta] = []
+    add = deltas.append
     for amp, new in fresh:
+        current = listeners.get(amp.load_balancer_id, _NONE)
+        amp_id, lb_id = amp.id, amp.load_balancer_id
+        if len(new) == 1:  # the usual case: one heartbeat per engine and batch
+            for listener_id, b in new[0].payload.listeners.items():
+                if listener_id in current:
+                    add(
+                        (
+                            listener_id,
+                            amp_id,
+                            lb_id,
+                            b.bytes_in,
+                            b.bytes_out,
+                            b.total_connections,
+                            b.request_errors,
+                            b.active_connections,
+                        )
+                    )
+            continue
         counted: dict[str, list[ListenerBeat]] = {}
-        current = listeners.get(amp.load_balancer_id, {})
         for heartbeat in new:
             for listener_id, beat in heartbeat.payload.listeners.items():
                 if listener_id in current:
                     counted.setdefault(listener_id, []).append(beat)
-        deltas.extend(
-            StatisticsDelta(
-                listener_id,
-                amp.id,
-                amp.load_balancer_id,
-                *(sum(getattr(beat, name) for beat in seen) for name in COUNTERS),
-                active_connections=seen[-1].active_connections,
-            )
-            for listener_id, seen in counted.items()
-        )
+        for listener_id, seen in counted.items():
+            sums = (sum(getattr(beat, name) for beat in seen) for name in COUNTERS)
+            add((listener_id, amp_id, lb_id, *sums, seen[-1].active_connections))
     return deltas
 
 
