@@ -57,8 +57,10 @@ def set_heartbeats(session: Session, last: Sequence[tuple[str, int, int]], now: 
         rows = [(boot, seq, stamp, stamp, engine_id) for engine_id, boot, seq in last]
         session.connection().exec_driver_sql(_SET_HEARTBEATS_SQLITE, rows)
         return
-    ids, boots, seqs = (list(column) for column in zip(*last, strict=True))
-    session.execute(text(_SET_HEARTBEATS_PG), {"ids": ids, "boots": boots, "seqs": seqs, "now": now})
+    ids, boots, seqs = zip(*last, strict=True)
+    session.execute(
+        text(_SET_HEARTBEATS_PG), {"ids": _array(ids), "boots": _array(boots), "seqs": _array(seqs), "now": now}
+    )
 
 
 def add_statistics(session: Session, deltas: Sequence[StatisticsDelta], now: dt.datetime) -> None:
@@ -70,7 +72,7 @@ def add_statistics(session: Session, deltas: Sequence[StatisticsDelta], now: dt.
         rows = [(*d, stamp) for d in deltas]
         session.connection().exec_driver_sql(_ADD_STATISTICS_SQLITE, rows)
         return
-    columns = (list(column) for column in zip(*deltas, strict=True))
+    columns = (_array(column) for column in zip(*deltas, strict=True))
     params: dict[str, object] = dict(zip(_COLUMNS[:-1], columns, strict=True))
     session.execute(text(_ADD_STATISTICS_PG), params | {"now": now})
 
@@ -81,6 +83,18 @@ def among(session: Session, column: ColumnElement[str], values: Iterable[object]
     if is_sqlite(session):
         return column.in_(list(values))
     return column == any_(bindparam(None, list(values), type_=ARRAY(String)))
+
+
+def _array(values: Sequence[object]) -> str:
+    """A PostgreSQL array literal of ints or of strings, not empty (the statements cast it), built here at C speed:
+    psycopg's array adapter handles each element in Python, the largest cost of a batch on PostgreSQL.
+    Strings are quoted (so that "NULL" stays a string), with backslashes and quotes escaped."""
+    if isinstance(values[0], int):  # a column: all ints or all strings
+        return "{" + ",".join(map(str, values)) + "}"
+    joined = '","'.join(values)  # type: ignore[arg-type]  # strings: a TypeError otherwise
+    if "\\" in joined or '"' in joined:
+        joined = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)  # type: ignore[union-attr]
+    return '{"' + joined + '"}'
 
 
 def is_sqlite(session: Session) -> bool:
