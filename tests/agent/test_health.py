@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
+import time
+
 import pytest
 
 from quadriga.agent.agent import Agent
 from quadriga.engine import spec as s
 from quadriga.engine.report import EngineReport
 from tests.agent.helpers import answers, listener, make_spec, member, new_vip, wait_for
+from tests.support.dataplane import haproxy_pids
 
 ENGINE = "engine-1"
 
@@ -67,3 +74,34 @@ def test_a_member_added_at_runtime_is_checked_before_it_serves(agent: Agent, bac
     b2.start()
     wait_for(lambda: statuses(agent).get("b2") == "UP", "the new member UP")
     assert set(answers(vip, 9)) == {"b0", "b1", "b2"}
+
+
+def test_a_hung_engine_holds_up_no_other_engines_report(agent: Agent, backends, state_dir) -> None:
+    """Heartbeats of all engines come from one pass of `reports`: a hung HAProxy (SIGSTOP) answers nothing,
+    and removing it waits for its processes. Neither may delay the other engines' reports (they would
+    look silent and be failed over)."""
+    (b0,) = backends(1)
+    agent.apply("hung", make_spec(new_vip(), [member(b0)]))
+    agent.apply("fine", make_spec(new_vip(), [member(b0)]))
+    hung = haproxy_pids(state_dir / "engines" / "hung")
+    for pid in hung:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        reports = {r.engine_id: r for r in agent.reports()}
+        assert time.monotonic() - started < 3.0, "a hung HAProxy held up the reports"
+        assert not reports["hung"].running and reports["fine"].running
+
+        removal = threading.Thread(target=agent.remove, args=("hung",), daemon=True)
+        removal.start()
+        time.sleep(0.3)  # the removal holds the hung engine's lock while it waits for HAProxy to go
+        started = time.monotonic()
+        reports = {r.engine_id: r for r in agent.reports()}
+        assert time.monotonic() - started < 1.0, "a removal in progress held up the reports"
+        assert reports["fine"].running
+    finally:
+        for pid in hung:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    removal.join(timeout=30)
+    assert "hung" not in {r.engine_id for r in agent.reports()}

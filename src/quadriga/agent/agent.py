@@ -31,6 +31,9 @@ __all__ = ["Agent", "EngineRejected", "StaleRevision"]
 log = logging.getLogger("quadriga.agent")
 
 ENGINES = "engines"
+# How long `reports` waits for an engine busy with a change before its last report stands in: the
+# heartbeats of every engine come from one pass, and one slow change must not silence the others.
+REPORT_WAIT = 0.2
 
 
 class Agent:
@@ -54,6 +57,7 @@ class Agent:
         self.options = options or RenderOptions()
         self._lock = threading.Lock()  # guards _engines
         self._engines: dict[str, tuple[Engine, threading.Lock]] = {}
+        self._last_reports: dict[str, EngineReport] = {}  # guarded by _lock
         self.spares = SparePool(
             self.engines_dir.parent / SPARES, network, size=spares, haproxy=self.haproxy, options=self.options
         )
@@ -90,10 +94,29 @@ class Agent:
             return None if engine is None else engine.report()
 
     def reports(self) -> list[EngineReport]:
-        """The reports of every engine that serves a spec."""
+        """The reports of every engine that serves a spec. An engine whose lock a change holds (a reload, a
+        removal waiting for a hung HAProxy) for more than REPORT_WAIT is reported as it was last: the
+        heartbeats of all engines come from one pass, and one busy engine must not make the others look
+        silent (and be failed over)."""
         with self._lock:
-            engine_ids = sorted(self._engines)
-        return [r for r in map(self.report, engine_ids) if r is not None]
+            entries = sorted(self._engines.items())
+        reports = []
+        for engine_id, (_engine, lock) in entries:
+            if lock.acquire(timeout=REPORT_WAIT):
+                try:
+                    with self._lock:
+                        current = self._engines.get(engine_id)
+                    report = current[0].report() if current is not None and current[1] is lock else None
+                finally:
+                    lock.release()
+            else:
+                with self._lock:
+                    report = self._last_reports.get(engine_id)
+            if report is not None:
+                reports.append(report)
+        with self._lock:
+            self._last_reports = {r.engine_id: r for r in reports if r.engine_id in self._engines}
+        return reports
 
     # --- the agent's own life --------------------------------------------------------------------------
 

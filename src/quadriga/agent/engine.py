@@ -55,6 +55,8 @@ log = logging.getLogger("quadriga.agent")
 
 SPEC_FILE = "spec.json"
 NEW_CONFIG = "haproxy.cfg.new"
+# A report is read for every heartbeat: a hung HAProxy must answer within this or count as not serving.
+STATS_TIMEOUT = 1.0
 # HAProxy's server statuses from the least to the most able to serve (the first word counts: "UP 1/3").
 STATUS_RANK = {"DOWN": 0, "MAINT": 1, "DRAIN": 2, "NOLB": 3, "no": 4, "UP": 5}
 
@@ -262,7 +264,7 @@ class Engine:
         if self.haproxy.master_pid() is None:
             return report
         try:
-            rows = self.haproxy.runtime.show_stat()
+            rows = self.haproxy.runtime.show_stat(timeout=STATS_TIMEOUT)
         except RuntimeApiError as exc:
             log.warning("engine=%s no stats: %s", self.engine_id, exc)
             return report

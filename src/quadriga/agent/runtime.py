@@ -38,14 +38,14 @@ class RuntimeApi:
         self.socket_path = Path(socket_path)
         self.timeout = timeout
 
-    def command(self, line: str) -> str:
-        """Send one command and return HAProxy's whole answer."""
+    def command(self, line: str, timeout: float | None = None) -> str:
+        """Send one command and return HAProxy's whole answer (within `timeout`, default the API's)."""
         # ';' separates commands and a newline ends one: a value holding either would run a second command.
         if ";" in line or "\n" in line:
             raise RuntimeApiError(f"refusing a runtime API command with ';' or a newline: {line!r}")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
+                sock.settimeout(self.timeout if timeout is None else timeout)
                 sock.connect(str(self.socket_path))
                 sock.sendall(line.encode() + b"\n")
                 sock.shutdown(socket.SHUT_WR)  # the master CLI answers only once the request side is closed
@@ -75,9 +75,9 @@ class RuntimeApi:
             raise RuntimeApiError(f"`show info` answered no Pid: {self.socket_path}")
         return info
 
-    def show_stat(self) -> list[dict[str, str]]:
+    def show_stat(self, timeout: float | None = None) -> list[dict[str, str]]:
         """`show stat` as one dict per row, keyed by the CSV header (pxname, svname, status, ...)."""
-        text = self.command("show stat")
+        text = self.command("show stat", timeout)
         if not text.startswith("# "):
             raise RuntimeApiError(f"unexpected `show stat` answer: {text[:200]!r}")
         rows = csv.DictReader(text[2:].splitlines())
