@@ -209,6 +209,17 @@ def in_process(profile: str, count: int) -> dict[str, float]:
 # --- over UDP ------------------------------------------------------------------------------------------
 
 
+def go(child: subprocess.Popen[str]) -> tuple[float, float, dict[str, float]]:
+    """Start a sender child (`--send`) once it is ready: this process's CPU time and the clock at the start,
+    and the child's account of what it sent (it reports once done)."""
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline().strip() == "ready"
+    cpu, start = time.process_time(), time.perf_counter()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    return cpu, start, json.loads(child.stdout.readline())
+
+
 def udp(profile: str, mode: str, count: int, rate: float) -> dict[str, float]:
     """Receiver here (CPU 0), sender in a child process (CPU 1)."""
     pin(0)
@@ -221,12 +232,7 @@ def udp(profile: str, mode: str, count: int, rate: float) -> dict[str, float]:
             [sys.executable, __file__, "--send", job], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         try:
-            assert child.stdout is not None and child.stdin is not None
-            assert child.stdout.readline().strip() == "ready"
-            cpu, start = time.process_time(), time.perf_counter()
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            sent = json.loads(child.stdout.readline())
+            cpu, start, sent = go(child)
             seen = -1  # done when nothing more arrives for 0.5 s
             while seen != receiver.counters().get("accepted", 0) and time.perf_counter() - start < TIME_LIMIT:
                 seen = receiver.counters().get("accepted", 0)

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import machine  # bench/machine.py (the script's directory is on sys.path)
-from health_bench import KEY, KEY_ID, KEYS, SKEW, TIME_LIMIT, Others, pin, write_datagrams
+from health_bench import KEY, KEY_ID, KEYS, SKEW, TIME_LIMIT, Others, go, pin, write_datagrams
 from sqlalchemy import func, insert, select
 
 from quadriga import constants as c
@@ -244,12 +244,7 @@ def run(kind: str, engines: int, seconds: int, change: float) -> dict[str, objec
                     stdout=subprocess.PIPE,
                     text=True,
                 )
-                assert child.stdout is not None and child.stdin is not None
-                assert child.stdout.readline().strip() == "ready"
-                cpu, start = time.process_time(), time.perf_counter()
-                child.stdin.write("go\n")
-                child.stdin.flush()
-                sent = json.loads(child.stdout.readline())
+                cpu, start, sent = go(child)
                 seen = -1  # done when nothing more is applied for 1 s
                 while seen != recorder.counters().get("applied", 0) and time.perf_counter() - start < TIME_LIMIT * 5:
                     seen = recorder.counters().get("applied", 0)
