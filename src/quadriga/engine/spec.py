@@ -10,8 +10,9 @@ a few plain characters, addresses that are IP addresses, no NUL bytes in free te
 point at objects in the same spec, protocol pairs HAProxy accepts), so that `render` can produce a valid
 config from any spec that validates. Rendering still quotes every free-text value itself.
 
-Not here yet: TLS (TERMINATED_HTTPS listeners, SSL_* L7 rules, re-encryption to members) and UDP/SCTP;
-`quadriga.engine.build` refuses those with `UnsupportedFeature`."""
+TLS material travels in the spec itself (`EngineSpec.certificates`: PEM files by content digest), so the
+agent needs no access to the key manager. Not here yet: UDP/SCTP; `quadriga.engine.build` refuses those
+with `UnsupportedFeature`."""
 
 from __future__ import annotations
 
@@ -83,19 +84,39 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Timeout = Annotated[int, Field(ge=0, le=c.MAX_TIMEOUT)]
 Retries = Annotated[int, Field(ge=1, le=10)]
 
-ListenerProtocol = Literal["HTTP", "HTTPS", "TCP", "PROMETHEUS"]
+ListenerProtocol = Literal["HTTP", "HTTPS", "TCP", "PROMETHEUS", "TERMINATED_HTTPS"]
 PoolProtocol = Literal["HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2"]
 Algorithm = Literal["ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT"]
 PersistenceType = Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"]
 MonitorType = Literal["HTTP", "HTTPS", "TCP", "PING", "TLS-HELLO"]
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"]
 PolicyAction = Literal["REJECT", "REDIRECT_TO_URL", "REDIRECT_TO_POOL", "REDIRECT_PREFIX"]
-RuleType = Literal["HOST_NAME", "PATH", "FILE_TYPE", "HEADER", "COOKIE"]
+RuleType = Literal[
+    "HOST_NAME", "PATH", "FILE_TYPE", "HEADER", "COOKIE", "SSL_CONN_HAS_CERT", "SSL_VERIFY_RESULT", "SSL_DN_FIELD"
+]
 CompareType = Literal["REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "EQUAL_TO"]
 RedirectCode = Literal[301, 302, 303, 307, 308]
 InsertHeader = Literal[
-    "X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Proto", "X-Forwarded-IP", "X-Client-IP", "X-Real-IP"
+    "X-Forwarded-For",
+    "X-Forwarded-Port",
+    "X-Forwarded-Proto",
+    "X-Forwarded-IP",
+    "X-Client-IP",
+    "X-Real-IP",
+    "X-SSL-Client-Verify",
+    "X-SSL-Client-Has-Cert",
+    "X-SSL-Client-DN",
+    "X-SSL-Client-CN",
+    "X-SSL-Issuer",
+    "X-SSL-Client-SHA1",
+    "X-SSL-Client-Not-Before",
+    "X-SSL-Client-Not-After",
 ]
+TLSVersion = Literal["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+AlpnProtocol = Literal["h2", "http/1.1", "http/1.0"]
+ClientAuthentication = Literal["NONE", "OPTIONAL", "MANDATORY"]
+# An OpenSSL cipher list (Octavia's check): letters, digits and the list's punctuation only.
+Ciphers = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:+!@=.-]{1,2048}$")]
 
 SUPPORTED_LISTENER_PROTOCOLS = frozenset(get_args(ListenerProtocol))
 SUPPORTED_POOL_PROTOCOLS = frozenset(get_args(PoolProtocol))
@@ -106,6 +127,64 @@ INSERT_HEADERS = frozenset(get_args(InsertHeader))
 
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+class CertificateSpec(_Spec):
+    """One PEM file an engine needs: a certificate with its chain and key (`crt`), CA certificates
+    (`ca-file`) or a CRL (`crl-file`). `id` is a digest of the content, so a file's name changes with it:
+    a config that is then rejected never changes what the running config reads."""
+
+    id: Id
+    kind: Literal["certificate", "ca", "crl"]
+    pem: Annotated[Text, Field(min_length=1, max_length=1_000_000)]
+    names: tuple[Annotated[str, Field(max_length=255)], ...] = ()  # a certificate's DNS names (SNI)
+
+
+class ListenerTLSSpec(_Spec):
+    """A TERMINATED_HTTPS listener's TLS side; the ids are CertificateSpec ids of the engine spec."""
+
+    default_certificate: Id  # served when the client's server name matches no SNI certificate
+    sni_certificates: tuple[Id, ...] = ()
+    versions: tuple[TLSVersion, ...] = ("TLSv1.2", "TLSv1.3")
+    ciphers: Ciphers | None = None
+    alpn_protocols: tuple[AlpnProtocol, ...] = ()
+    client_authentication: ClientAuthentication = "NONE"
+    client_ca: Id | None = None
+    client_crl: Id | None = None
+    hsts_max_age: Annotated[int, Field(ge=0, le=c.MAX_INT32)] | None = None  # None: no HSTS header
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ListenerTLSSpec:
+        if not self.versions:
+            raise ValueError("a TLS listener needs at least one TLS version")
+        if self.client_authentication != "NONE" and self.client_ca is None:
+            raise ValueError("client authentication needs a client CA")
+        if self.client_crl is not None and self.client_ca is None:
+            raise ValueError("a client CRL needs a client CA")
+        return self
+
+
+class PoolTLSSpec(_Spec):
+    """Re-encryption to a pool's members (`tls_enabled`): the client certificate the engine presents, the CA
+    it verifies members against (none: not verified, as Octavia) and that CA's CRL."""
+
+    certificate: Id | None = None
+    ca: Id | None = None
+    crl: Id | None = None
+    versions: tuple[TLSVersion, ...] = ("TLSv1.2", "TLSv1.3")
+    ciphers: Ciphers | None = None
+    alpn_protocols: tuple[AlpnProtocol, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolTLSSpec:
+        if self.crl is not None and self.ca is None:
+            raise ValueError("a CRL needs a CA")
+        return self
 
 
 # --- L7 --------------------------------------------------------------------------------------------
@@ -122,9 +201,9 @@ class L7RuleSpec(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> L7RuleSpec:
-        if self.type in ("HEADER", "COOKIE") and self.key is None:
+        if self.type in ("HEADER", "COOKIE", "SSL_DN_FIELD") and self.key is None:
             raise ValueError(f"L7 rule {self.id}: type {self.type} needs a key")
-        if self.type not in ("HEADER", "COOKIE") and self.key is not None:
+        if self.type not in ("HEADER", "COOKIE", "SSL_DN_FIELD") and self.key is not None:
             raise ValueError(f"L7 rule {self.id}: type {self.type} takes no key")
         if self.type == "FILE_TYPE" and self.compare_type not in ("EQUAL_TO", "REGEX"):
             raise ValueError(f"L7 rule {self.id}: FILE_TYPE supports only EQUAL_TO and REGEX")
@@ -170,13 +249,17 @@ class ListenerSpec(_Spec):
     allowed_cidrs: tuple[Cidr, ...] = ()  # empty: every source is allowed
     default_pool_id: Id | None = None
     l7policies: tuple[L7PolicySpec, ...] = ()
+    tls: ListenerTLSSpec | None = None  # exactly for TERMINATED_HTTPS
 
     @model_validator(mode="after")
     def _check(self) -> ListenerSpec:
-        if self.protocol != "HTTP" and self.insert_headers:
+        http = self.protocol in c.HTTP_LISTENER_PROTOCOLS
+        if not http and self.insert_headers:
             raise ValueError(f"listener {self.id}: insert_headers need an HTTP listener")
-        if self.protocol != "HTTP" and self.l7policies:
+        if not http and self.l7policies:
             raise ValueError(f"listener {self.id}: L7 policies need an HTTP listener")
+        if (self.tls is not None) != (self.protocol == "TERMINATED_HTTPS"):
+            raise ValueError(f"listener {self.id}: TLS settings go with TERMINATED_HTTPS listeners, and only there")
         if self.protocol == "PROMETHEUS" and self.default_pool_id:
             raise ValueError(f"listener {self.id}: a PROMETHEUS listener has no default pool")
         _unique([p.id for p in self.l7policies], f"listener {self.id}: L7 policy")
@@ -241,6 +324,7 @@ class PoolSpec(_Spec):
     session_persistence: SessionPersistenceSpec | None = None
     health_monitor: HealthMonitorSpec | None = None
     members: tuple[MemberSpec, ...] = ()
+    tls: PoolTLSSpec | None = None  # re-encrypt to the members (tls_enabled)
 
     @model_validator(mode="after")
     def _check(self) -> PoolSpec:
@@ -294,6 +378,7 @@ class EngineSpec(_Spec):
     subnets: tuple[SubnetSpec, ...] = ()  # the subnets of the VIPs (empty: the driver needs none)
     listeners: tuple[ListenerSpec, ...] = ()
     pools: tuple[PoolSpec, ...] = ()
+    certificates: tuple[CertificateSpec, ...] = ()  # the TLS files listeners and pools refer to by id
     ha: HASpec | None = None  # None: a SINGLE engine that holds its VIPs itself
 
     @model_validator(mode="after")
@@ -319,6 +404,8 @@ class EngineSpec(_Spec):
             raise ValueError(f"two listeners share a port: {sorted(ports)}")
         if self.listeners and not self.vips:
             raise ValueError("listeners need at least one VIP")
+        _unique([cert.id for cert in self.certificates], "certificate")
+        self._check_certificate_refs()
         pools = {p.id: p for p in self.pools}
         for li in self.listeners:
             refs = [li.default_pool_id] + [p.redirect_pool_id for p in li.l7policies if p.action == "REDIRECT_TO_POOL"]
@@ -330,6 +417,28 @@ class EngineSpec(_Spec):
                         f"listener {li.id} ({li.protocol}) cannot use pool {pool_id} ({pools[pool_id].protocol})"
                     )
         return self
+
+    def _check_certificate_refs(self) -> None:
+        kinds = {cert.id: cert.kind for cert in self.certificates}
+        refs: list[tuple[str, str | None, str]] = []
+        for li in self.listeners:
+            if li.tls is not None:
+                refs += [(f"listener {li.id}", li.tls.default_certificate, "certificate")]
+                refs += [(f"listener {li.id}", sni, "certificate") for sni in li.tls.sni_certificates]
+                refs += [(f"listener {li.id}", li.tls.client_ca, "ca"), (f"listener {li.id}", li.tls.client_crl, "crl")]
+        for pool in self.pools:
+            if pool.tls is not None:
+                refs += [(f"pool {pool.id}", pool.tls.certificate, "certificate")]
+                refs += [(f"pool {pool.id}", pool.tls.ca, "ca"), (f"pool {pool.id}", pool.tls.crl, "crl")]
+        for owner, cert_id, kind in refs:
+            if cert_id is not None and kinds.get(cert_id) != kind:
+                raise ValueError(f"{owner} refers to {kind} {cert_id}, which is not in the spec")
+
+    def certificate(self, cert_id: str) -> CertificateSpec:
+        for cert in self.certificates:
+            if cert.id == cert_id:
+                return cert
+        raise KeyError(cert_id)
 
     def subnet_of(self, address: str) -> SubnetSpec | None:
         ip = ipaddress.ip_address(address)

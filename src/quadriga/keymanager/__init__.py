@@ -1,0 +1,48 @@
+"""The tenants' secret store: a Barbican-compatible subset of the key-manager v1 API (secrets and certificate
+containers), payloads encrypted at rest, project-scoped; and the client side that reads a ref either from
+this store or from a real Barbican by URL.
+
+`Secrets` is what the rest of quadriga needs from a key manager: given a ref (a secret's or a container's URL,
+as the tenant sent it) and the project that uses it, the stored payload(s). `quadriga.certs.tls` turns those
+into certificates, keys, CA bundles and CRLs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SecretNotFound(LookupError):
+    """No secret or container behind a ref for this project (missing, deleted, or another project's)."""
+
+
+class KeyManagerUnavailable(RuntimeError):
+    """The key manager could not be asked (a remote Barbican down or refusing): retry later."""
+
+
+@dataclass(frozen=True)
+class SecretPayload:
+    """One secret's decrypted payload and how it was stored."""
+
+    payload: bytes
+    content_type: str = "application/octet-stream"  # payload_content_type
+    secret_type: str = "opaque"  # Barbican's secret_type: certificate, private, passphrase, opaque, ...
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a ref points at: one secret (`secret`), or a container's secrets by their name in the container
+    (`certificate`, `private_key`, `private_key_passphrase`, `intermediates`, ...)."""
+
+    ref: str
+    secret: SecretPayload | None = None
+    container_type: str | None = None  # certificate, generic, rsa
+    secrets: dict[str, SecretPayload] = field(default_factory=dict)
+
+
+class Secrets(Protocol):
+    def fetch(self, ref: str, project_id: str) -> Fetched:
+        """The secret or container behind `ref` as `project_id` may see it; raises SecretNotFound (also for
+        another project's ref: that is not told apart from a missing one) or KeyManagerUnavailable."""
+        ...
