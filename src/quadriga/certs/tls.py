@@ -6,8 +6,21 @@ the checks (parses, key matches, not expired, chain in order, names for SNI), CA
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from quadriga.keymanager import Fetched, SecretNotFound, Secrets
+
+MAX_BYTES = 64 * 1024  # a certificate, its key and a few intermediates take a few KiB
+MIN_RSA_BITS = 2048  # OpenSSL's default security level refuses smaller keys when HAProxy loads them
 
 
 class CertificateError(ValueError):
@@ -45,3 +58,346 @@ class TLSMaterial(Protocol):
     def crl(self, ref: str, project_id: str) -> str:
         """A certificate revocation list, PEM (client_crl_container_ref, crl_container_ref)."""
         ...
+
+
+def refused(ref: str, reason: str) -> CertificateError:
+    """The error for a ref that cannot be used. The text starts as Octavia's CertificateRetrievalException
+    (clients match on it), then says why and what to do. `reason` never carries key material."""
+    return CertificateError(f"Could not retrieve certificate: {[ref]}. {reason}")
+
+
+def check_sni(bundle: TLSBundle, ref: str) -> None:
+    """An SNI certificate is chosen by the client's server name, so it must carry at least one DNS name."""
+    if not bundle.names:
+        raise refused(
+            ref,
+            "The certificate has no DNS name (no subjectAltName DNS entry and no host name as its common name), "
+            "so no client's server name can select it: issue it with the host names it serves as "
+            "subjectAltName DNS entries, or use it as the default certificate.",
+        )
+
+
+def check_crl_signed_by(crl_pem: str, ca_pem: str, ref: str) -> None:
+    """A CRL must come from the CA it goes with; one from another CA would revoke nothing (or the wrong
+    certificates). `ref` is the CRL's ref."""
+    crl = x509.load_pem_x509_crl(crl_pem.encode())
+    for ca in x509.load_pem_x509_certificates(ca_pem.encode()):
+        if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()):
+            return
+    raise refused(
+        ref,
+        f"The CRL specified is not valid for the certificate authority reference supplied: it was issued by "
+        f"'{crl.issuer.rfc4514_string()}' and is not signed by any CA of the CA bundle. Store the CRL that "
+        "this CA publishes.",
+    )
+
+
+class TLSLoader:
+    """`TLSMaterial` over a key manager: fetches a ref for a project, parses it with `cryptography` and
+    refuses anything HAProxy would fail on or serve wrongly, with a sentence naming the ref and the fix.
+
+    A certificate ref is a secret (a PKCS12 bundle without a password, as Octavia stores them, or a PEM
+    blob with certificate, key and intermediates) or a Barbican certificate container (secrets named
+    certificate, private_key, optional private_key_passphrase and intermediates)."""
+
+    def __init__(self, secrets: Secrets, max_bytes: int = MAX_BYTES) -> None:
+        self.secrets = secrets
+        self.max_bytes = max_bytes
+
+    # --- TLSMaterial ------------------------------------------------------------------------------
+
+    def certificate(self, ref: str, project_id: str) -> TLSBundle:
+        fetched = self._fetch(ref, project_id)
+        if fetched.secret is not None:
+            cert, key, chain = _from_secret(ref, fetched.secret.payload)
+        else:
+            cert, key, chain = _from_container(ref, fetched)
+        if cert is None:
+            raise refused(ref, "It holds a private key but no certificate: store the certificate with its key.")
+        if key is None:
+            raise refused(
+                ref,
+                "It holds a certificate but no private key: store the certificate's private key with it "
+                "(in the PKCS12 bundle, the PEM, or the container's private_key secret).",
+            )
+        _check_key(ref, cert, key)
+        self._check_validity(ref, cert, "The certificate")
+        _check_chain(ref, cert, chain)
+        for inter in chain:
+            self._check_validity(ref, inter, f"The intermediate '{_subject(inter)}'")
+        return TLSBundle(
+            certificate=_pem(cert),
+            private_key=key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
+            intermediates=tuple(_pem(c) for c in chain),
+            names=_names(cert),
+        )
+
+    def ca_certificates(self, ref: str, project_id: str) -> str:
+        fetched = self._fetch(ref, project_id)
+        if fetched.secret is not None:
+            payload = fetched.secret.payload
+        else:
+            parts = [fetched.secrets[n].payload for n in ("certificate", "intermediates") if n in fetched.secrets]
+            if not parts:
+                raise refused(ref, "The container has no 'certificate' secret: store the CA certificate(s) there.")
+            payload = b"\n".join(parts)
+        if _has_private_key(payload):
+            raise refused(
+                ref,
+                "It holds a private key: a CA bundle holds only the CA certificates. Store them without the key.",
+            )
+        cas = _certificates(ref, payload, "CA certificates")
+        for ca in cas:
+            constraints = _extension(ca, x509.BasicConstraints)
+            if constraints is not None and not constraints.ca:
+                raise refused(
+                    ref,
+                    f"'{_subject(ca)}' is not a CA certificate (its basicConstraints say CA:FALSE): store the "
+                    "certificate of the CA that issued the certificates to trust, not a leaf certificate.",
+                )
+            self._check_validity(ref, ca, f"The CA certificate '{_subject(ca)}'")
+        return "".join(_pem(ca) for ca in cas)
+
+    def crl(self, ref: str, project_id: str) -> str:
+        fetched = self._fetch(ref, project_id)
+        if fetched.secret is None:
+            raise refused(ref, "It is a container: a CRL ref must name a secret holding the PEM (or DER) CRL.")
+        payload = fetched.secret.payload
+        try:
+            crl = x509.load_pem_x509_crl(payload) if b"-----BEGIN" in payload else x509.load_der_x509_crl(payload)
+        except ValueError:
+            raise refused(
+                ref, "It is not a certificate revocation list: store the CA's CRL in PEM (or DER) form."
+            ) from None
+        now = dt.datetime.now(dt.UTC)
+        if crl.next_update_utc is not None and crl.next_update_utc < now:
+            raise refused(
+                ref,
+                f"The CRL is out of date: its next update was due {crl.next_update_utc:%Y-%m-%d %H:%M} UTC, and "
+                "clients checked against it would all be refused. Store the CA's current CRL.",
+            )
+        if crl.last_update_utc > now:
+            raise refused(
+                ref, f"The CRL is not valid before {crl.last_update_utc:%Y-%m-%d %H:%M} UTC: check its issuer's clock."
+            )
+        return crl.public_bytes(serialization.Encoding.PEM).decode()
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _fetch(self, ref: str, project_id: str) -> Fetched:
+        try:
+            fetched = self.secrets.fetch(ref, project_id)
+        except SecretNotFound:
+            raise refused(
+                ref,
+                "No secret or container is stored at this ref for the load balancer's project: check the ref "
+                "and that the secret belongs to the same project as the load balancer.",
+            ) from None
+        payloads = [fetched.secret] if fetched.secret is not None else list(fetched.secrets.values())
+        size = sum(len(p.payload) for p in payloads)
+        if not payloads or size == 0:
+            raise refused(ref, "It is empty: store the certificate material in it.")
+        if size > self.max_bytes:
+            raise refused(
+                ref,
+                f"It is {size} bytes; TLS material is at most {self.max_bytes // 1024} KiB. Store only the "
+                "certificate, its key and its intermediates.",
+            )
+        return fetched
+
+    def _check_validity(self, ref: str, cert: x509.Certificate, what: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        if cert.not_valid_after_utc < now:
+            raise refused(
+                ref,
+                f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: renew it and store the new "
+                "one (then update the listener or pool so it is picked up).",
+            )
+        if cert.not_valid_before_utc > now:
+            raise refused(
+                ref,
+                f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: store it once "
+                "it is valid, or check the issuer's clock.",
+            )
+
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+_HOSTNAME = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$")
+_PKCS12_HINT = (
+    "Octavia stores PKCS12 bundles without a password: export it again without one "
+    "(`openssl pkcs12 -export -passout pass: ...`) and store that."
+)
+_UNREADABLE = (
+    "It is neither a PKCS12 bundle nor PEM certificate data: store a PKCS12 bundle (application/octet-stream) "
+    "or the PEM certificate, private key and intermediates."
+)
+
+
+def _from_secret(ref: str, payload: bytes) -> tuple[x509.Certificate | None, PrivateKey | None, list]:
+    """A single secret: PEM text with certificate, key and intermediates (in that order), or PKCS12."""
+    if b"-----BEGIN" in payload:
+        has_key, has_certs = _has_private_key(payload), b"CERTIFICATE-----" in payload
+        if not (has_key or has_certs):
+            raise refused(ref, _UNREADABLE)
+        key = _private_key(ref, payload, None) if has_key else None
+        certs = _certificates(ref, payload, "certificate") if has_certs else []
+        return (certs[0] if certs else None), key, certs[1:]
+    for password in (None, b""):
+        try:
+            bundle = pkcs12.load_pkcs12(payload, password)
+        except ValueError:
+            continue
+        except UnsupportedAlgorithm:
+            raise refused(ref, f"The PKCS12 bundle uses an unsupported algorithm. {_PKCS12_HINT}") from None
+        key = bundle.key
+        if key is not None and not isinstance(key, PrivateKey):
+            raise refused(ref, "The PKCS12 bundle's key is not an RSA, EC or EdDSA key: HAProxy cannot serve it.")
+        cert = bundle.cert.certificate if bundle.cert else None
+        return cert, key, [c.certificate for c in bundle.additional_certs]
+    if _looks_like_pkcs12(payload):
+        raise refused(
+            ref, f"It is a PKCS12 bundle that cannot be opened without a password (or it is damaged). {_PKCS12_HINT}"
+        )
+    raise refused(ref, _UNREADABLE)
+
+
+def _from_container(ref: str, fetched: Fetched) -> tuple[x509.Certificate | None, PrivateKey | None, list]:
+    """A certificate container: its certificate, private_key, private_key_passphrase and intermediates."""
+    secrets = fetched.secrets
+    cert, chain = None, []
+    if "certificate" in secrets:  # a certificate secret with its chain appended is common
+        cert, *chain = _certificates(ref, secrets["certificate"].payload, "certificate")
+    key = None
+    if "private_key" in secrets:
+        passphrase = secrets.get("private_key_passphrase")
+        key = _private_key(ref, secrets["private_key"].payload, passphrase.payload if passphrase else None)
+    if "intermediates" in secrets:
+        chain += _certificates(ref, secrets["intermediates"].payload, "intermediates")
+    if cert is None and key is None:
+        raise refused(
+            ref,
+            "The container has neither a 'certificate' nor a 'private_key' secret: use a certificate "
+            "container (certificate, private_key, optional intermediates and private_key_passphrase).",
+        )
+    return cert, key, chain
+
+
+def _certificates(ref: str, data: bytes, what: str) -> list[x509.Certificate]:
+    """All certificates of PEM data (in order), or the one certificate of DER data."""
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise refused(ref, f"The {what} does not parse as X.509 certificates: store them as PEM.") from None
+
+
+def _private_key(ref: str, data: bytes, passphrase: bytes | None) -> PrivateKey:
+    try:
+        load = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
+        key = load(data, passphrase)
+    except TypeError:  # encrypted without a passphrase, or a passphrase for an unencrypted key
+        if passphrase is None:
+            raise refused(
+                ref,
+                "The private key is encrypted and no passphrase was given: store it unencrypted, or put its "
+                "passphrase in the container's private_key_passphrase secret.",
+            ) from None
+        key = load(data, None)
+    except ValueError:
+        hint = "the passphrase is wrong or " if passphrase is not None else ""
+        raise refused(
+            ref, f"The private key does not parse ({hint}it is not a PEM or DER private key): store a valid key."
+        ) from None
+    except UnsupportedAlgorithm:
+        raise refused(ref, "The private key uses an unsupported algorithm: use an RSA or EC key.") from None
+    if not isinstance(key, PrivateKey):
+        raise refused(ref, "The private key is not an RSA, EC or EdDSA key: HAProxy cannot serve it.")
+    return key
+
+
+def _check_key(ref: str, cert: x509.Certificate, key: PrivateKey) -> None:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise refused(
+            ref,
+            f"The private key does not match the certificate '{_subject(cert)}': store the key the "
+            "certificate was issued for.",
+        )
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise refused(
+            ref, f"The RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are needed: issue a stronger one."
+        )
+
+
+def _check_chain(ref: str, leaf: x509.Certificate, chain: list[x509.Certificate]) -> None:
+    """Each certificate must be issued (and signed) by the next one: leaf, its issuer, that one's issuer.
+    A chain in another order is refused with the order it should have, never reordered silently."""
+    if all(_issued_by(c, issuer) for c, issuer in zip([leaf, *chain], chain, strict=False)):
+        return
+    ordered, rest, current = [], list(chain), leaf
+    while rest:
+        issuer = next((c for c in rest if _issued_by(current, c)), None)
+        if issuer is None:
+            break
+        ordered.append(issuer)
+        rest.remove(issuer)
+        current = issuer
+    if not rest:
+        expected = ", then ".join(f"'{_subject(c)}'" for c in ordered)
+        raise refused(
+            ref,
+            f"The intermediates are in the wrong order: each certificate must be followed by its issuer. "
+            f"Store them in this order after the certificate: {expected}.",
+        )
+    stray = ", ".join(f"'{_subject(c)}'" for c in rest)
+    raise refused(
+        ref,
+        f"The intermediates do not form a chain to the certificate '{_subject(leaf)}': {stray} did not issue "
+        "it or the intermediate before it. Store only the certificate's own issuers, its issuer first.",
+    )
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _looks_like_pkcs12(data: bytes) -> bool:
+    """A DER SEQUENCE whose first member is INTEGER 3: PFX's version, the start of any PKCS12 file."""
+    return data[:1] == b"\x30" and b"\x02\x01\x03" in data[2:8]
+
+
+def _has_private_key(data: bytes) -> bool:
+    return re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", data) is not None
+
+
+def _extension(cert: x509.Certificate, kind: type) -> x509.ExtensionType | None:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The DNS names HAProxy selects the certificate by: SAN DNS entries, else a host-name-like CN."""
+    san = _extension(cert, x509.SubjectAlternativeName)
+    if san is not None:
+        dns = san.get_values_for_type(x509.DNSName)
+        if dns:
+            return tuple(dns)
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    return tuple(cn for cn in cns if isinstance(cn, str) and _HOSTNAME.match(cn))
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
