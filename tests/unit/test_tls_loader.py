@@ -76,6 +76,8 @@ def test_pem_blob_and_container_with_encrypted_key(pki, store, loader):
 def test_names_fall_back_to_a_host_name_common_name(pki, store, loader):
     by_cn = pki["root"].issue("api.example.net")
     assert loader.certificate(store.secret(P, by_cn.pkcs12()), P).names == ("api.example.net",)
+    empty_chain = store.container(P, certificate=by_cn.cert_pem, private_key=by_cn.key_pem, intermediates="")
+    assert loader.certificate(empty_chain, P).intermediates == ()
     nameless = pki["root"].issue("quadriga test server")
     ref = store.secret(P, nameless.pkcs12())
     bundle = loader.certificate(ref, P)  # fine as a default certificate

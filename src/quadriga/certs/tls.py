@@ -66,6 +66,15 @@ def refused(ref: str, reason: str) -> CertificateError:
     return CertificateError(f"Could not retrieve certificate: {[ref]}. {reason}")
 
 
+def not_found(ref: str) -> CertificateError:
+    """Nothing at `ref` for the project: missing, deleted or another project's (not told apart)."""
+    return refused(
+        ref,
+        "No secret or container is stored at this ref for the load balancer's project: check the ref and "
+        "that the secret belongs to the same project as the load balancer.",
+    )
+
+
 def check_sni(bundle: TLSBundle, ref: str) -> None:
     """An SNI certificate is chosen by the client's server name, so it must carry at least one DNS name."""
     if not bundle.names:
@@ -190,11 +199,7 @@ class TLSLoader:
         try:
             fetched = self.secrets.fetch(ref, project_id)
         except SecretNotFound:
-            raise refused(
-                ref,
-                "No secret or container is stored at this ref for the load balancer's project: check the ref "
-                "and that the secret belongs to the same project as the load balancer.",
-            ) from None
+            raise not_found(ref) from None
         payloads = [fetched.secret] if fetched.secret is not None else list(fetched.secrets.values())
         size = sum(len(p.payload) for p in payloads)
         if not payloads or size == 0:
@@ -273,7 +278,7 @@ def _from_container(ref: str, fetched: Fetched) -> tuple[x509.Certificate | None
     if "private_key" in secrets:
         passphrase = secrets.get("private_key_passphrase")
         key = _private_key(ref, secrets["private_key"].payload, passphrase.payload if passphrase else None)
-    if "intermediates" in secrets:
+    if "intermediates" in secrets and secrets["intermediates"].payload.strip():  # may be stored empty
         chain += _certificates(ref, secrets["intermediates"].payload, "intermediates")
     if cert is None and key is None:
         raise refused(
@@ -291,7 +296,7 @@ def _certificates(ref: str, data: bytes, what: str) -> list[x509.Certificate]:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise refused(ref, f"The {what} does not parse as X.509 certificates: store them as PEM.") from None
+        raise refused(ref, f"The {what} data does not parse as X.509 certificates: store it as PEM.") from None
 
 
 def _private_key(ref: str, data: bytes, passphrase: bytes | None) -> PrivateKey:
