@@ -105,7 +105,7 @@ def refused(world: World, method: str, path: str, body: dict, ref: str, reason: 
     [
         ("garbage", "does not parse as X.509"),
         ("password", "without a password"),
-        ("huge", "at most 64 KiB"),
+        ("huge", "more than the 64 KiB allowed"),
         ("key-only", "no certificate"),
         ("cert-only", "no private key"),
         ("mismatch", "does not match the certificate"),
@@ -113,6 +113,7 @@ def refused(world: World, method: str, path: str, body: dict, ref: str, reason: 
         ("expired", "expired on"),
         ("other-project", "No secret or container"),
         ("missing", "No secret or container"),
+        ("client", "does not allow TLS server authentication"),
     ],
 )
 def test_listener_create_refuses_a_bad_default_certificate(world, ref, reason):
@@ -151,6 +152,7 @@ def test_pool_refs_are_checked(world):
     lb, refs = world.ids["lb"], world.refs
     create = {"loadbalancer_id": lb, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True}
     refused(world, "POST", POOLS, {"pool": create | {"tls_container_ref": refs["mismatch"]}}, "mismatch", "match")
+    refused(world, "POST", POOLS, {"pool": create | {"tls_container_ref": refs["pkcs12"]}}, "pkcs12", "clientAuth")
     update = {"ca_tls_container_ref": refs["ca"], "crl_container_ref": refs["foreign-crl"]}
     refused(world, "PUT", f"{POOLS}/{world.ids['pool']}", {"pool": update}, "foreign-crl", "not valid for")
 

@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from quadriga.certs.tls import CertificateError, TLSLoader, check_crl_signed_by, check_sni
+from quadriga.certs.tls import CertificateError, TLSLoader, check_crl_signed_by, check_purpose, check_sni
 from quadriga.keymanager import KeyManagerUnavailable
 from tests.support.certs import TestCA
 from tests.support.secrets import DictSecrets
@@ -85,13 +85,24 @@ def test_names_fall_back_to_a_host_name_common_name(pki, store, loader):
     refused(check_sni, bundle, ref, contains="no DNS name")
 
 
+def test_purpose_follows_extended_key_usage(pki, store, loader):
+    server_ref = store.secret(P, pki["leaf"].pkcs12())
+    client_ref = store.secret(P, pki["root"].issue("client one", client=True).pkcs12())
+    server, client = loader.certificate(server_ref, P), loader.certificate(client_ref, P)
+    check_purpose(server, server_ref)
+    check_purpose(client, client_ref, client=True)
+    refused(check_purpose, client, client_ref, contains="does not allow TLS server authentication (serverAuth)")
+    with pytest.raises(CertificateError, match="members that verify it refuse it"):
+        check_purpose(server, server_ref, client=True)
+
+
 @pytest.mark.parametrize(
     ("payload", "contains"),
     [
         (b"\x00\x01garbage" * 10, "neither a PKCS12 bundle nor PEM"),
         (b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", "does not parse"),
         (b"hello", "neither a PKCS12 bundle nor PEM"),
-        (b"x" * (10 * 1024 * 1024), "at most 64 KiB"),
+        (b"x" * (10 * 1024 * 1024), "more than the 64 KiB allowed"),
         (b"", "empty"),
     ],
     ids=["garbage", "garbage-pem", "text", "10MB", "empty"],

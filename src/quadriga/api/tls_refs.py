@@ -16,7 +16,14 @@ from typing import Any
 from quadriga.api import common, policy
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import BadRequest, ServiceUnavailable
-from quadriga.certs.tls import CertificateError, TLSMaterial, check_crl_signed_by, check_sni, not_found
+from quadriga.certs.tls import (
+    CertificateError,
+    TLSMaterial,
+    check_crl_signed_by,
+    check_purpose,
+    check_sni,
+    not_found,
+)
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 
 log = logging.getLogger("quadriga.api")
@@ -62,11 +69,13 @@ def check_graph(svc: common.Services, project_id: str, listeners: list[dict], po
 def listener_refs(tls: TLSMaterial, project_id: str, values: dict[str, Any], sent: Collection[str]) -> None:
     if "default_tls_container_ref" in sent and (ref := values.get("default_tls_container_ref")):
         with _answers(ref, project_id):
-            tls.certificate(ref, project_id)
+            check_purpose(tls.certificate(ref, project_id), ref)
     if "sni_container_refs" in sent:
         for ref in values.get("sni_container_refs") or []:
             with _answers(ref, project_id):
-                check_sni(tls.certificate(ref, project_id), ref)
+                bundle = tls.certificate(ref, project_id)
+                check_purpose(bundle, ref)
+                check_sni(bundle, ref)
     if {"client_ca_tls_container_ref", "client_crl_container_ref"} & set(sent):
         _ca_and_crl(tls, project_id, values.get("client_ca_tls_container_ref"), values.get("client_crl_container_ref"))
 
@@ -74,7 +83,7 @@ def listener_refs(tls: TLSMaterial, project_id: str, values: dict[str, Any], sen
 def pool_refs(tls: TLSMaterial, project_id: str, values: dict[str, Any], sent: Collection[str]) -> None:
     if "tls_container_ref" in sent and (ref := values.get("tls_container_ref")):
         with _answers(ref, project_id):
-            tls.certificate(ref, project_id)
+            check_purpose(tls.certificate(ref, project_id), ref, client=True)
     if {"ca_tls_container_ref", "crl_container_ref"} & set(sent):
         _ca_and_crl(tls, project_id, values.get("ca_tls_container_ref"), values.get("crl_container_ref"))
 

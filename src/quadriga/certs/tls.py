@@ -16,10 +16,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from quadriga.keymanager import Fetched, SecretNotFound, Secrets
 
 MAX_BYTES = 64 * 1024  # a certificate, its key and a few intermediates take a few KiB
+MAX_LIST_BYTES = 512 * 1024  # CA bundles and CRLs can be long; their PEM must fit an engine spec's file
 MIN_RSA_BITS = 2048  # OpenSSL's default security level refuses smaller keys when HAProxy loads them
 
 
@@ -86,6 +88,21 @@ def check_sni(bundle: TLSBundle, ref: str) -> None:
         )
 
 
+def check_purpose(bundle: TLSBundle, ref: str, *, client: bool = False) -> None:
+    """A certificate whose extendedKeyUsage leaves out serverAuth (a listener's) or clientAuth (the client
+    certificate a pool shows its members) fails the peer's verification on every connection."""
+    usage = _extension(x509.load_pem_x509_certificate(bundle.certificate.encode()), x509.ExtendedKeyUsage)
+    needed = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    if usage is None or needed in usage or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usage:
+        return
+    role, peer, name = ("client", "members", "clientAuth") if client else ("server", "clients", "serverAuth")
+    raise refused(
+        ref,
+        f"The certificate's extendedKeyUsage does not allow TLS {role} authentication ({name}), so "
+        f"{peer} that verify it refuse it: use a certificate issued for TLS {role} authentication.",
+    )
+
+
 def check_crl_signed_by(crl_pem: str, ca_pem: str, ref: str) -> None:
     """A CRL must come from the CA it goes with; one from another CA would revoke nothing (or the wrong
     certificates). `ref` is the CRL's ref."""
@@ -109,14 +126,13 @@ class TLSLoader:
     blob with certificate, key and intermediates) or a Barbican certificate container (secrets named
     certificate, private_key, optional private_key_passphrase and intermediates)."""
 
-    def __init__(self, secrets: Secrets, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, secrets: Secrets) -> None:
         self.secrets = secrets
-        self.max_bytes = max_bytes
 
     # --- TLSMaterial ------------------------------------------------------------------------------
 
     def certificate(self, ref: str, project_id: str) -> TLSBundle:
-        fetched = self._fetch(ref, project_id)
+        fetched = self._fetch(ref, project_id, MAX_BYTES, "a certificate with its key and intermediates")
         if fetched.secret is not None:
             cert, key, chain = _from_secret(ref, fetched.secret.payload)
         else:
@@ -144,7 +160,7 @@ class TLSLoader:
         )
 
     def ca_certificates(self, ref: str, project_id: str) -> str:
-        fetched = self._fetch(ref, project_id)
+        fetched = self._fetch(ref, project_id, MAX_LIST_BYTES, "the CA certificates to trust")
         if fetched.secret is not None:
             payload = fetched.secret.payload
         else:
@@ -170,7 +186,7 @@ class TLSLoader:
         return "".join(_pem(ca) for ca in cas)
 
     def crl(self, ref: str, project_id: str) -> str:
-        fetched = self._fetch(ref, project_id)
+        fetched = self._fetch(ref, project_id, MAX_LIST_BYTES, "one CRL")
         if fetched.secret is None:
             raise refused(ref, "It is a container: a CRL ref must name a secret holding the PEM (or DER) CRL.")
         payload = fetched.secret.payload
@@ -195,7 +211,8 @@ class TLSLoader:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    def _fetch(self, ref: str, project_id: str) -> Fetched:
+    def _fetch(self, ref: str, project_id: str, limit: int, holds: str) -> Fetched:
+        """The payload(s) behind `ref`, refused when empty or over `limit` bytes (`holds`: what it is for)."""
         try:
             fetched = self.secrets.fetch(ref, project_id)
         except SecretNotFound:
@@ -203,12 +220,11 @@ class TLSLoader:
         payloads = [fetched.secret] if fetched.secret is not None else list(fetched.secrets.values())
         size = sum(len(p.payload) for p in payloads)
         if not payloads or size == 0:
-            raise refused(ref, "It is empty: store the certificate material in it.")
-        if size > self.max_bytes:
+            raise refused(ref, f"It is empty: store {holds} in it.")
+        if size > limit:
             raise refused(
                 ref,
-                f"It is {size} bytes; TLS material is at most {self.max_bytes // 1024} KiB. Store only the "
-                "certificate, its key and its intermediates.",
+                f"It is {size} bytes, more than the {limit // 1024} KiB allowed here: store only {holds}.",
             )
         return fetched
 
