@@ -159,6 +159,12 @@ def test_chain_in_wrong_order_is_refused_with_the_expected_order(pki, store, loa
     assert "'CN=intermediate two', then 'CN=intermediate one'" in message
 
 
+def test_leaf_after_its_intermediates_is_refused(pki, store, loader):
+    leaf = pki["leaf"]
+    ref = store.secret(P, leaf.chain_pem + leaf.cert_pem + leaf.key_pem)
+    refused(loader.certificate, ref, P, contains="'CN=www.example.com', must come first")
+
+
 def test_chain_that_does_not_lead_to_the_leaf(pki, store, loader):
     leaf, stranger = pki["leaf"], TestCA("stranger", parent=pki["other"])
     ref = store.container(

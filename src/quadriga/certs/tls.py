@@ -2,10 +2,13 @@
 
 `TLSBundle` is a server (or client) certificate with its key and chain, ready for HAProxy; `CertificateError`
 carries the sentence the API answers with a 400. Loading (PKCS12 bundles and PEM certificate containers),
-the checks (parses, key matches, not expired, chain in order, names for SNI), CA bundles and CRLs live here."""
+the checks (parses, key matches, not expired, chain in order, names for SNI), CA bundles and CRLs live here:
+`TLSLoader` implements `TLSMaterial` over a key manager's `Secrets`; `check_sni`, `check_purpose` and
+`check_crl_signed_by` are the checks that depend on where a ref is used."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -108,13 +111,14 @@ def check_crl_signed_by(crl_pem: str, ca_pem: str, ref: str) -> None:
     certificates). `ref` is the CRL's ref."""
     crl = x509.load_pem_x509_crl(crl_pem.encode())
     for ca in x509.load_pem_x509_certificates(ca_pem.encode()):
-        if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()):
-            return
+        with contextlib.suppress(TypeError, ValueError):  # a CA key type CRLs cannot be checked with
+            if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()):
+                return
     raise refused(
         ref,
         f"The CRL specified is not valid for the certificate authority reference supplied: it was issued by "
         f"'{crl.issuer.rfc4514_string()}' and is not signed by any CA of the CA bundle. Store the CRL that "
-        "this CA publishes.",
+        "the CA of the bundle publishes.",
     )
 
 
@@ -145,11 +149,12 @@ class TLSLoader:
                 "It holds a certificate but no private key: store the certificate's private key with it "
                 "(in the PKCS12 bundle, the PEM, or the container's private_key secret).",
             )
+        _check_leaf_first(ref, cert, key, chain)
         _check_key(ref, cert, key)
-        self._check_validity(ref, cert, "The certificate")
+        _check_validity(ref, cert, "The certificate")
         _check_chain(ref, cert, chain)
         for inter in chain:
-            self._check_validity(ref, inter, f"The intermediate '{_subject(inter)}'")
+            _check_validity(ref, inter, f"The intermediate '{_subject(inter)}'")
         return TLSBundle(
             certificate=_pem(cert),
             private_key=key.private_bytes(
@@ -182,7 +187,7 @@ class TLSLoader:
                     f"'{_subject(ca)}' is not a CA certificate (its basicConstraints say CA:FALSE): store the "
                     "certificate of the CA that issued the certificates to trust, not a leaf certificate.",
                 )
-            self._check_validity(ref, ca, f"The CA certificate '{_subject(ca)}'")
+            _check_validity(ref, ca, f"The CA certificate '{_subject(ca)}'")
         return "".join(_pem(ca) for ca in cas)
 
     def crl(self, ref: str, project_id: str) -> str:
@@ -227,21 +232,6 @@ class TLSLoader:
                 f"It is {size} bytes, more than the {limit // 1024} KiB allowed here: store only {holds}.",
             )
         return fetched
-
-    def _check_validity(self, ref: str, cert: x509.Certificate, what: str) -> None:
-        now = dt.datetime.now(dt.UTC)
-        if cert.not_valid_after_utc < now:
-            raise refused(
-                ref,
-                f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: renew it and store the new "
-                "one (then update the listener or pool so it is picked up).",
-            )
-        if cert.not_valid_before_utc > now:
-            raise refused(
-                ref,
-                f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: store it once "
-                "it is valid, or check the issuer's clock.",
-            )
 
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
@@ -323,8 +313,8 @@ def _private_key(ref: str, data: bytes, passphrase: bytes | None) -> PrivateKey:
         if passphrase is None:
             raise refused(
                 ref,
-                "The private key is encrypted and no passphrase was given: store it unencrypted, or put its "
-                "passphrase in the container's private_key_passphrase secret.",
+                "The private key is encrypted and no passphrase was given: store it unencrypted, or in a "
+                "certificate container with its passphrase as the private_key_passphrase secret.",
             ) from None
         key = load(data, None)
     except ValueError:
@@ -340,8 +330,7 @@ def _private_key(ref: str, data: bytes, passphrase: bytes | None) -> PrivateKey:
 
 
 def _check_key(ref: str, cert: x509.Certificate, key: PrivateKey) -> None:
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+    if not _same_key(cert, key):
         raise refused(
             ref,
             f"The private key does not match the certificate '{_subject(cert)}': store the key the "
@@ -351,6 +340,22 @@ def _check_key(ref: str, cert: x509.Certificate, key: PrivateKey) -> None:
         raise refused(
             ref, f"The RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are needed: issue a stronger one."
         )
+
+
+def _check_leaf_first(ref: str, cert: x509.Certificate, key: PrivateKey, chain: list[x509.Certificate]) -> None:
+    """The key's certificate must come first, its issuers after it; never picked out of the chain silently."""
+    leaf = next((c for c in chain if _same_key(c, key)), None)
+    if leaf is not None and not _same_key(cert, key):
+        raise refused(
+            ref,
+            f"The certificate of the private key, '{_subject(leaf)}', must come first, followed by its "
+            f"intermediates (its issuer first); it comes after '{_subject(cert)}'. Store them in that order.",
+        )
+
+
+def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def _check_chain(ref: str, leaf: x509.Certificate, chain: list[x509.Certificate]) -> None:
@@ -379,6 +384,22 @@ def _check_chain(ref: str, leaf: x509.Certificate, chain: list[x509.Certificate]
         f"The intermediates do not form a chain to the certificate '{_subject(leaf)}': {stray} did not issue "
         "it or the intermediate before it. Store only the certificate's own issuers, its issuer first.",
     )
+
+
+def _check_validity(ref: str, cert: x509.Certificate, what: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if cert.not_valid_after_utc < now:
+        raise refused(
+            ref,
+            f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: renew it and store the new "
+            "one (then update the listener or pool so it is picked up).",
+        )
+    if cert.not_valid_before_utc > now:
+        raise refused(
+            ref,
+            f"{what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC: store it once "
+            "it is valid, or check the issuer's clock.",
+        )
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
