@@ -51,7 +51,8 @@ def _refs(store: DictSecrets) -> dict[str, str]:
         ),
         "client": put(PROJECT, client.pkcs12()),
         "ca": put(PROJECT, mid.cert_pem + root.cert_pem),
-        "crl": put(PROJECT, mid.crl_pem()),
+        "crl": put(PROJECT, mid.crl_pem() + root.crl_pem()),
+        "crl-partial": put(PROJECT, mid.crl_pem()),
         "garbage": put(PROJECT, b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"),
         "password": put(PROJECT, leaf.pkcs12(b"secret")),
         "huge": put(PROJECT, b"\x30" * (10 * 1024 * 1024)),
@@ -139,8 +140,13 @@ def test_sni_certificate_without_names_is_refused(world):
             "foreign-crl",
             "not valid for the certificate authority",
         ),
+        (
+            {"client_ca_tls_container_ref": "ca", "client_crl_container_ref": "crl-partial"},
+            "crl-partial",
+            "no CRL for 'CN=api test root'",
+        ),
     ],
-    ids=["default", "sni", "client-ca", "crl"],
+    ids=["default", "sni", "client-ca", "crl", "crl-partial"],
 )
 def test_listener_update_refuses_bad_refs(world, fields, ref, reason):
     refs = world.refs

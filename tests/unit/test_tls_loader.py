@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from quadriga.certs.tls import CertificateError, TLSLoader, check_crl_signed_by, check_purpose, check_sni
+from quadriga.certs.tls import CertificateError, TLSLoader, check_crls_match_cas, check_purpose, check_sni
 from quadriga.keymanager import KeyManagerUnavailable
 from tests.support.certs import TestCA
 from tests.support.secrets import DictSecrets
@@ -116,6 +118,11 @@ def test_password_protected_pkcs12(pki, store, loader):
     refused(loader.certificate, ref, P, contains="stores PKCS12 bundles without a password")
 
 
+def test_base64_text_of_a_pkcs12(pki, store, loader):
+    ref = store.secret(P, base64.encodebytes(pki["leaf"].pkcs12()), "text/plain")
+    refused(loader.certificate, ref, P, contains="base64 text of a PKCS12 bundle")
+
+
 def test_key_without_certificate_and_certificate_without_key(pki, store, loader):
     leaf = pki["leaf"]
     refused(loader.certificate, store.secret(P, leaf.key_pem), P, contains="no certificate")
@@ -200,15 +207,30 @@ def test_ca_bundles(pki, store, loader):
 
 
 def test_crls(pki, store, loader):
-    root, other = pki["root"], pki["other"]
+    root, low = pki["root"], pki["low"]
     root.revoke(pki["leaf"])
     crl_pem = root.crl_pem()
     assert loader.crl(store.secret(P, crl_pem), P) == crl_pem
     der = x509.load_pem_x509_crl(crl_pem.encode()).public_bytes(serialization.Encoding.DER)
     assert loader.crl(store.secret(P, der), P) == crl_pem
+    two = low.crl_pem() + crl_pem
+    assert loader.crl(store.secret(P, two), P) == two
     refused(loader.crl, store.secret(P, b"-----BEGIN X509 CRL-----\nzz\n-----END X509 CRL-----\n"), P, contains="not a")
+    refused(loader.crl, store.secret(P, pki["leaf"].cert_pem), P, contains="not a certificate revocation list")
     refused(loader.crl, store.container(P, certificate=crl_pem), P, contains="is a container")
-    check_crl_signed_by(crl_pem, root.cert_pem, "crl-ref")
-    check_crl_signed_by(crl_pem, other.cert_pem + root.cert_pem, "crl-ref")
-    with pytest.raises(CertificateError, match=r"^Could not retrieve certificate: \['crl-ref'\]\. The CRL specified"):
-        check_crl_signed_by(other.crl_pem(), root.cert_pem, "crl-ref")
+
+
+def test_crls_must_match_the_ca_bundle(pki):
+    root, low, other = pki["root"], pki["low"], pki["other"]
+    ref = "http://km/v1/secrets/crl"
+    check_crls_match_cas(root.crl_pem(), root.cert_pem, ref)
+    check_crls_match_cas(low.crl_pem() + root.crl_pem(), low.cert_pem + root.cert_pem, ref)
+    message = refused(check_crls_match_cas, other.crl_pem(), root.cert_pem, ref, contains="The CRL specified")
+    assert "'CN=other CA' is not signed by any CA of the CA bundle" in message
+    refused(
+        check_crls_match_cas,
+        root.crl_pem(),
+        low.cert_pem + root.cert_pem,
+        ref,
+        contains="no CRL for 'CN=intermediate two'",
+    )

@@ -19,7 +19,7 @@ from quadriga.api.errors import BadRequest, ServiceUnavailable
 from quadriga.certs.tls import (
     CertificateError,
     TLSMaterial,
-    check_crl_signed_by,
+    check_crls_match_cas,
     check_purpose,
     check_sni,
     not_found,
@@ -97,7 +97,7 @@ def _ca_and_crl(tls: TLSMaterial, project_id: str, ca_ref: str | None, crl_ref: 
         with _answers(crl_ref, project_id):
             crl_pem = tls.crl(crl_ref, project_id)
             if ca_pem is not None:
-                check_crl_signed_by(crl_pem, ca_pem, crl_ref)
+                check_crls_match_cas(crl_pem, ca_pem, crl_ref)
 
 
 def _current(

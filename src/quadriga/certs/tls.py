@@ -4,11 +4,11 @@
 carries the sentence the API answers with a 400. Loading (PKCS12 bundles and PEM certificate containers),
 the checks (parses, key matches, not expired, chain in order, names for SNI), CA bundles and CRLs live here:
 `TLSLoader` implements `TLSMaterial` over a key manager's `Secrets`; `check_sni`, `check_purpose` and
-`check_crl_signed_by` are the checks that depend on where a ref is used."""
+`check_crls_match_cas` are the checks that depend on where a ref is used."""
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -106,20 +106,36 @@ def check_purpose(bundle: TLSBundle, ref: str, *, client: bool = False) -> None:
     )
 
 
-def check_crl_signed_by(crl_pem: str, ca_pem: str, ref: str) -> None:
-    """A CRL must come from the CA it goes with; one from another CA would revoke nothing (or the wrong
-    certificates). `ref` is the CRL's ref."""
-    crl = x509.load_pem_x509_crl(crl_pem.encode())
-    for ca in x509.load_pem_x509_certificates(ca_pem.encode()):
-        with contextlib.suppress(TypeError, ValueError):  # a CA key type CRLs cannot be checked with
-            if ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key()):
-                return
-    raise refused(
-        ref,
-        f"The CRL specified is not valid for the certificate authority reference supplied: it was issued by "
-        f"'{crl.issuer.rfc4514_string()}' and is not signed by any CA of the CA bundle. Store the CRL that "
-        "the CA of the bundle publishes.",
-    )
+def check_crls_match_cas(crl_pem: str, ca_pem: str, ref: str) -> None:
+    """Each CRL must be signed by a CA of the bundle it goes with (one from another CA revokes nothing),
+    and each CA of the bundle needs its CRL: HAProxy checks revocation at every level of a client's chain
+    and refuses every client whose chain has a CA without one. `ref` is the CRLs' ref."""
+    crls = _pem_crls(crl_pem.encode())
+    cas = x509.load_pem_x509_certificates(ca_pem.encode())
+    for crl in crls:
+        if not any(_signed_crl(crl, ca) for ca in cas):
+            raise refused(
+                ref,
+                f"The CRL specified is not valid for the certificate authority reference supplied: the CRL of "
+                f"'{crl.issuer.rfc4514_string()}' is not signed by any CA of the CA bundle. Store the CRLs "
+                "that the bundle's CAs publish.",
+            )
+    uncovered = [ca for ca in cas if not any(_signed_crl(crl, ca) for crl in crls)]
+    if uncovered:
+        missing = ", ".join(f"'{_subject(ca)}'" for ca in uncovered)
+        raise refused(
+            ref,
+            f"There is no CRL for {missing} of the CA bundle: revocation is checked at every level of a "
+            "client's chain, and a CA without its CRL makes every client certificate fail. Store the CRL of "
+            "each CA of the bundle together, in one PEM.",
+        )
+
+
+def _signed_crl(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    try:
+        return ca.subject == crl.issuer and crl.is_signature_valid(ca.public_key())
+    except (TypeError, ValueError):  # a CA key type CRL signatures cannot be checked with
+        return False
 
 
 class TLSLoader:
@@ -191,28 +207,35 @@ class TLSLoader:
         return "".join(_pem(ca) for ca in cas)
 
     def crl(self, ref: str, project_id: str) -> str:
-        fetched = self._fetch(ref, project_id, MAX_LIST_BYTES, "one CRL")
+        fetched = self._fetch(ref, project_id, MAX_LIST_BYTES, "the CRLs of the CAs")
         if fetched.secret is None:
             raise refused(ref, "It is a container: a CRL ref must name a secret holding the PEM (or DER) CRL.")
         payload = fetched.secret.payload
         try:
-            crl = x509.load_pem_x509_crl(payload) if b"-----BEGIN" in payload else x509.load_der_x509_crl(payload)
+            crls = _pem_crls(payload) if b"-----BEGIN" in payload else [x509.load_der_x509_crl(payload)]
         except ValueError:
+            crls = []
+        if not crls:
             raise refused(
-                ref, "It is not a certificate revocation list: store the CA's CRL in PEM (or DER) form."
-            ) from None
+                ref, "It is not a certificate revocation list: store the CAs' CRLs in PEM (or one in DER) form."
+            )
         now = dt.datetime.now(dt.UTC)
-        if crl.next_update_utc is not None and crl.next_update_utc < now:
-            raise refused(
-                ref,
-                f"The CRL is out of date: its next update was due {crl.next_update_utc:%Y-%m-%d %H:%M} UTC, and "
-                "clients checked against it would all be refused. Store the CA's current CRL.",
-            )
-        if crl.last_update_utc > now:
-            raise refused(
-                ref, f"The CRL is not valid before {crl.last_update_utc:%Y-%m-%d %H:%M} UTC: check its issuer's clock."
-            )
-        return crl.public_bytes(serialization.Encoding.PEM).decode()
+        for crl in crls:
+            issuer = crl.issuer.rfc4514_string()
+            if crl.next_update_utc is not None and crl.next_update_utc < now:
+                raise refused(
+                    ref,
+                    f"The CRL of '{issuer}' is out of date: its next update was due "
+                    f"{crl.next_update_utc:%Y-%m-%d %H:%M} UTC, and clients checked against it would all be "
+                    "refused. Store the CA's current CRL.",
+                )
+            if crl.last_update_utc > now:
+                raise refused(
+                    ref,
+                    f"The CRL of '{issuer}' is not valid before {crl.last_update_utc:%Y-%m-%d %H:%M} UTC: "
+                    "check its issuer's clock.",
+                )
+        return "".join(crl.public_bytes(serialization.Encoding.PEM).decode() for crl in crls)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -236,6 +259,7 @@ class TLSLoader:
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 _HOSTNAME = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$")
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 _PKCS12_HINT = (
     "Octavia stores PKCS12 bundles without a password: export it again without one "
     "(`openssl pkcs12 -export -passout pass: ...`) and store that."
@@ -270,6 +294,12 @@ def _from_secret(ref: str, payload: bytes) -> tuple[x509.Certificate | None, Pri
     if _looks_like_pkcs12(payload):
         raise refused(
             ref, f"It is a PKCS12 bundle that cannot be opened without a password (or it is damaged). {_PKCS12_HINT}"
+        )
+    if _looks_like_pkcs12(_unbase64(payload)):
+        raise refused(
+            ref,
+            "It is the base64 text of a PKCS12 bundle: store the bundle itself (`openstack secret store "
+            "-t application/octet-stream -e base64 --payload ...` has the key manager decode it).",
         )
     raise refused(ref, _UNREADABLE)
 
@@ -413,6 +443,18 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _looks_like_pkcs12(data: bytes) -> bool:
     """A DER SEQUENCE whose first member is INTEGER 3: PFX's version, the start of any PKCS12 file."""
     return data[:1] == b"\x30" and b"\x02\x01\x03" in data[2:8]
+
+
+def _pem_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+    """Every CRL of PEM data (cryptography loads one PEM block at a time)."""
+    return [x509.load_pem_x509_crl(block) for block in _CRL_BLOCK.findall(data)]
+
+
+def _unbase64(data: bytes) -> bytes:
+    try:
+        return base64.b64decode(b"".join(data.split()), validate=True)
+    except ValueError:
+        return b""
 
 
 def _has_private_key(data: bytes) -> bool:
