@@ -29,7 +29,8 @@ from quadriga.providers.base import ProviderDriver
 @dataclass
 class Services:
     """What the API runs against. `tls` resolves listener and pool certificate refs through the key manager
-    before anything is written; None (no key manager) stores refs unchecked."""
+    before anything is written (`quadriga serve` gives it a `TLSLoader` over its key manager); None (no key
+    manager) stores refs unchecked."""
 
     db: Database
     authenticator: Authenticator
