@@ -166,6 +166,14 @@ def test_chain_in_wrong_order_is_refused_with_the_expected_order(pki, store, loa
     assert "'CN=intermediate two', then 'CN=intermediate one'" in message
 
 
+def test_chain_may_end_with_the_root(pki, store, loader):
+    leaf = pki["leaf"]
+    bundle = loader.certificate(
+        store.secret(P, leaf.cert_pem + leaf.chain_pem + pki["root"].cert_pem + leaf.key_pem), P
+    )
+    assert len(bundle.intermediates) == 3
+
+
 def test_leaf_after_its_intermediates_is_refused(pki, store, loader):
     leaf = pki["leaf"]
     ref = store.secret(P, leaf.chain_pem + leaf.cert_pem + leaf.key_pem)
