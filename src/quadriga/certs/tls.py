@@ -61,7 +61,8 @@ class TLSMaterial(Protocol):
         ...
 
     def crl(self, ref: str, project_id: str) -> str:
-        """A certificate revocation list, PEM (client_crl_container_ref, crl_container_ref)."""
+        """Certificate revocation lists (one per CA of the bundle), PEM (client_crl_container_ref,
+        crl_container_ref)."""
         ...
 
 
