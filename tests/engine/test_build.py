@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from quadriga.certs.tls import CertificateError, TLSBundle
 from quadriga.db import models as m
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
@@ -342,13 +343,15 @@ def _minimal(db: Database, **objects) -> str:
 @pytest.mark.parametrize(
     ("objects", "message"),
     [
-        ({"listener": {"protocol": "TERMINATED_HTTPS"}}, "TERMINATED_HTTPS comes with TLS support"),
+        (
+            {"listener": {"protocol": "TERMINATED_HTTPS", "default_tls_container_ref": "https://km/v1/secrets/x"}},
+            "no key manager to read certificates from",
+        ),
         ({"listener": {"protocol": "UDP"}, "pool": {"protocol": "UDP"}}, "UDP is not supported"),
         ({"listener": {"protocol": "SCTP"}, "pool": {"protocol": "SCTP"}}, "SCTP is not supported"),
-        ({"pool": {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True}}, "TLS to members"),
         (
-            {"rule": {"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "True"}},
-            "SSL_CONN_HAS_CERT comes with TLS support",
+            {"pool": {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True, "ca_tls_container_ref": "r"}},
+            "no key manager",
         ),
         (
             {"monitor": {"type": "UDP-CONNECT", "delay": 5, "timeout": 3, "max_retries": 2}},
@@ -368,3 +371,163 @@ def test_minimal_tree(db):
     (pool,) = spec.pools
     assert li.default_pool_id == pool.id
     assert pool.members == () and pool.health_monitor is None and pool.session_persistence is None
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+class FakeTLS:
+    """TLSMaterial over a dict of refs: what the key manager and the loader would have returned."""
+
+    def __init__(self, refs: dict[str, object]) -> None:
+        self.refs = refs
+        self.asked: list[tuple[str, str, str]] = []
+
+    def _get(self, kind: str, ref: str, project_id: str) -> object:
+        self.asked.append((kind, ref, project_id))
+        if ref not in self.refs:
+            raise CertificateError(f"Secret {ref} does not exist.")
+        return self.refs[ref]
+
+    def certificate(self, ref: str, project_id: str) -> TLSBundle:
+        return self._get("certificate", ref, project_id)  # type: ignore[return-value]
+
+    def ca_certificates(self, ref: str, project_id: str) -> str:
+        return self._get("ca", ref, project_id)  # type: ignore[return-value]
+
+    def crl(self, ref: str, project_id: str) -> str:
+        return self._get("crl", ref, project_id)  # type: ignore[return-value]
+
+
+WWW = TLSBundle("CERT www\n", "KEY www\n", ("CHAIN\n",), ("www.example.com",))
+API = TLSBundle("CERT api\n", "KEY api\n", (), ("api.example.com", "*.api.example.com"))
+CLIENT = TLSBundle("CERT client\n", "KEY client\n")
+TLS_REFS = {
+    "ref-www": WWW,
+    "ref-www-again": WWW,  # the same content under another ref: one file
+    "ref-api": API,
+    "ref-client": CLIENT,
+    "ref-ca": "CA PEM\n",
+    "ref-crl": "CRL PEM\n",
+}
+
+
+def _tls_tree(db: Database, **listener: object) -> dict[str, str]:
+    with db.write() as session:
+        t = Tree(session)
+        lb = t.add(m.LoadBalancer, provider="engine", vip_address="10.0.0.10")
+        pool = t.add(
+            m.Pool,
+            load_balancer_id=lb.id,
+            protocol="HTTP",
+            lb_algorithm="ROUND_ROBIN",
+            tls_enabled=True,
+            tls_container_ref="ref-client",
+            ca_tls_container_ref="ref-ca",
+            crl_container_ref="ref-crl",
+            tls_versions=["TLSv1.3"],
+            tls_ciphers="ECDHE-ECDSA-AES256-GCM-SHA384",
+            alpn_protocols=["http/1.1"],
+        )
+        li = t.add(
+            m.Listener,
+            load_balancer_id=lb.id,
+            default_pool_id=pool.id,
+            **{
+                "protocol": "TERMINATED_HTTPS",
+                "protocol_port": 443,
+                "default_tls_container_ref": "ref-www",
+                "sni_container_refs": ["ref-api", "ref-www-again"],
+                "client_authentication": "MANDATORY",
+                "client_ca_tls_container_ref": "ref-ca",
+                "client_crl_container_ref": "ref-crl",
+                "tls_versions": ["TLSv1.2", "TLSv1.3"],
+                "alpn_protocols": ["h2", "http/1.1"],
+                "hsts_max_age": 31536000,
+                "hsts_include_subdomains": True,
+                "insert_headers": {"X-SSL-Client-CN": "true", "X-SSL-Client-Verify": "true"},
+            }
+            | listener,
+        )
+        policy = t.add(m.L7Policy, listener_id=li.id, action="REJECT", position=1)
+        rules = [
+            t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_CONN_HAS_CERT", compare_type="EQUAL_TO", value="True"),
+            t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_VERIFY_RESULT", compare_type="EQUAL_TO", value="0"),
+            t.add(
+                m.L7Rule, l7policy_id=policy.id, type="SSL_DN_FIELD", compare_type="EQUAL_TO", key="CN", value="bob"
+            ),
+        ]
+        return {"lb": lb.id, "pool": pool.id, "listener": li.id, **{f"r{i}": r.id for i, r in enumerate(rules)}}
+
+
+def test_tls_refs_become_certificate_files_named_by_their_content(db):
+    ids = _tls_tree(db)
+    tls = FakeTLS(TLS_REFS)
+    with db.read() as session:
+        spec = spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), tls)
+    files = {cert.id: cert for cert in spec.certificates}
+    # Five distinct contents: www (twice under two refs), api, the client certificate, the CA, the CRL.
+    assert sorted(cert.kind for cert in files.values()) == ["ca", "certificate", "certificate", "certificate", "crl"]
+    (li,) = spec.listeners
+    (pool,) = spec.pools
+    www = files[li.tls.default_certificate]
+    assert www.pem == "CERT www\nCHAIN\nKEY www\n" and www.names == ("www.example.com",)
+    assert [files[i].names for i in li.tls.sni_certificates] == [API.names, WWW.names]
+    assert li.tls.sni_certificates[1] == li.tls.default_certificate
+    assert files[li.tls.client_ca].pem == "CA PEM\n" and files[li.tls.client_crl].pem == "CRL PEM\n"
+    assert li.tls.client_ca == pool.tls.ca and li.tls.client_crl == pool.tls.crl  # one file for both
+    assert files[pool.tls.certificate].pem == "CERT client\nKEY client\n"
+    assert li.tls.model_dump(exclude={"default_certificate", "sni_certificates", "client_ca", "client_crl"}) == {
+        "versions": ("TLSv1.2", "TLSv1.3"),
+        "ciphers": None,
+        "alpn_protocols": ("h2", "http/1.1"),
+        "client_authentication": "MANDATORY",
+        "hsts_max_age": 31536000,
+        "hsts_include_subdomains": True,
+        "hsts_preload": False,
+    }
+    assert (pool.tls.versions, pool.tls.ciphers, pool.tls.alpn_protocols) == (
+        ("TLSv1.3",),
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ("http/1.1",),
+    )
+    assert li.insert_headers == ("X-SSL-Client-CN", "X-SSL-Client-Verify")
+    assert [(r.type, r.key, r.value) for r in li.l7policies[0].rules] == [
+        ("SSL_CONN_HAS_CERT", None, "True"),
+        ("SSL_VERIFY_RESULT", None, "0"),
+        ("SSL_DN_FIELD", "CN", "bob"),
+    ]
+    # Every ref is read once, for the project of the object that holds it.
+    assert len(tls.asked) == len(set(tls.asked)) == 6
+    assert {project for _, _, project in tls.asked} == {PROJECT}
+    # The same content gives the same spec: a rebuild changes no file name (no reload).
+    with db.read() as session:
+        assert spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), FakeTLS(TLS_REFS)) == spec
+
+
+def test_renewed_content_behind_a_ref_gets_a_new_file_name(db):
+    ids = _tls_tree(db)
+    renewed = TLS_REFS | {"ref-www": TLSBundle("CERT www 2\n", "KEY www 2\n", (), WWW.names)}
+    with db.read() as session:
+        lb = session.get(m.LoadBalancer, ids["lb"])
+        before, after = spec_from_loadbalancer(lb, FakeTLS(TLS_REFS)), spec_from_loadbalancer(lb, FakeTLS(renewed))
+    assert before.listeners[0].tls.default_certificate != after.listeners[0].tls.default_certificate
+    assert before.pools[0].tls == after.pools[0].tls
+
+
+def test_a_bad_ref_is_the_loaders_error(db):
+    ids = _tls_tree(db, sni_container_refs=["ref-missing"])
+    with db.read() as session, pytest.raises(CertificateError, match="ref-missing does not exist"):
+        spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), FakeTLS(TLS_REFS))
+
+
+def test_a_terminated_https_listener_without_a_default_certificate_is_refused(db):
+    ids = _tls_tree(db, default_tls_container_ref=None)
+    with db.read() as session, pytest.raises(UnsupportedFeature, match="needs a default_tls_container_ref"):
+        spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), FakeTLS(TLS_REFS))
+
+
+def test_a_tls_pool_without_refs_needs_no_key_manager(db):
+    lb_id = _minimal(db, pool={"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True})
+    (pool,) = build(db, lb_id).pools
+    assert pool.tls == s.PoolTLSSpec()
