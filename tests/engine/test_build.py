@@ -14,6 +14,10 @@ from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.engine import spec as s
 from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
+from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
+from quadriga.providers.base import ApplyError, RejectedChange
+from quadriga.providers.engine import EngineProvider
+from tests.support.scripted_agent import ScriptedAgent
 
 PROJECT = "project-a"
 T0 = dt.datetime(2024, 1, 1)
@@ -350,7 +354,7 @@ def _minimal(db: Database, **objects) -> str:
         ({"listener": {"protocol": "UDP"}, "pool": {"protocol": "UDP"}}, "UDP is not supported"),
         ({"listener": {"protocol": "SCTP"}, "pool": {"protocol": "SCTP"}}, "SCTP is not supported"),
         (
-            {"pool": {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True, "ca_tls_container_ref": "r"}},
+            {"pool": {"protocol": "HTTP", "lb_algorithm": "SOURCE_IP", "tls_enabled": True, "tls_container_ref": "r"}},
             "no key manager",
         ),
         (
@@ -453,9 +457,7 @@ def _tls_tree(db: Database, **listener: object) -> dict[str, str]:
         rules = [
             t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_CONN_HAS_CERT", compare_type="EQUAL_TO", value="True"),
             t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_VERIFY_RESULT", compare_type="EQUAL_TO", value="0"),
-            t.add(
-                m.L7Rule, l7policy_id=policy.id, type="SSL_DN_FIELD", compare_type="EQUAL_TO", key="CN", value="bob"
-            ),
+            t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_DN_FIELD", compare_type="EQUAL_TO", key="CN", value="bob"),
         ]
         return {"lb": lb.id, "pool": pool.id, "listener": li.id, **{f"r{i}": r.id for i, r in enumerate(rules)}}
 
@@ -531,3 +533,48 @@ def test_a_tls_pool_without_refs_needs_no_key_manager(db):
     lb_id = _minimal(db, pool={"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True})
     (pool,) = build(db, lb_id).pools
     assert pool.tls == s.PoolTLSSpec()
+
+
+# --- the provider's use of it ----------------------------------------------------------------------
+
+
+class Refusing(FakeTLS):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(TLS_REFS)
+        self.error = error
+
+    def crl(self, ref: str, project_id: str) -> str:
+        raise self.error
+
+
+def _apply(db: Database, lb_id: str, tls) -> ScriptedAgent:
+    agent = ScriptedAgent()
+    provider = EngineProvider(db, {"agent-1": agent}, tls=tls)
+    with db.read() as session:
+        provider.apply(session.get(m.LoadBalancer, lb_id))
+    return agent
+
+
+def test_the_provider_pushes_the_certificates_it_read(db):
+    ids = _tls_tree(db)
+    agent = _apply(db, ids["lb"], FakeTLS(TLS_REFS))
+    ((_, spec),) = agent.applied
+    assert len(spec.certificates) == 5 and spec.listeners[0].tls is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "message"),
+    [
+        (CertificateError("The CRL does not parse."), RejectedChange, "The CRL does not parse."),
+        (SecretNotFound("ref-crl"), RejectedChange, "TLS secret of load balancer .* is gone: ref-crl"),
+        (KeyManagerUnavailable("connection refused"), ApplyError, "key manager is unavailable: connection refused"),
+    ],
+)
+def test_unusable_tls_material_never_reaches_an_engine(db, error, raised, message):
+    ids = _tls_tree(db)
+    agent = ScriptedAgent()
+    provider = EngineProvider(db, {"agent-1": agent}, tls=Refusing(error))
+    with db.read() as session, pytest.raises(raised, match=message) as caught:
+        provider.apply(session.get(m.LoadBalancer, ids["lb"]))
+    assert (raised is ApplyError) == (type(caught.value) is ApplyError)  # unavailable: retried, not rejected
+    assert agent.applied == []

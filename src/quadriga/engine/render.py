@@ -262,9 +262,7 @@ def backends_of_pool(spec: EngineSpec, pool_id: str) -> list[str]:
 # --- servers ---------------------------------------------------------------------------------------
 
 
-def server_params(
-    pool: PoolSpec, member: MemberSpec, *, extra_dir: Path, listener_protocol: str = "HTTP"
-) -> list[str]:
+def server_params(pool: PoolSpec, member: MemberSpec, *, extra_dir: Path, listener_protocol: str = "HTTP") -> list[str]:
     """The options after `server <name> <address>` for `member`: the same words serve the config and
     the runtime API's `add server`. `extra_dir` holds the TLS files (EnginePaths.extra_dir)."""
     params = [f"weight {member.weight}"]
