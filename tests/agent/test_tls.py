@@ -13,11 +13,9 @@ The engine's listeners, on one VIP:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
+import logging
 import shutil
-import signal
 import ssl
 import stat
 import subprocess
@@ -34,14 +32,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from quadriga.agent.agent import Agent
+from quadriga.agent.engine import EngineRejected
 from quadriga.certs.tls import TLSBundle
 from quadriga.engine import spec as s
 from quadriga.network.drivers.loopback import LoopbackDriver
-from tests.agent.helpers import OPTIONS, Backend, new_vip, wait_for
+from tests.agent.helpers import OPTIONS, Backend, engines_state_dir, new_vip, wait_for
 from tests.support.certs import Issued, TestCA
-from tests.support.dataplane import haproxy_pids
 from tests.support.servers import SelfSigned, TlsBackend
-from tests.support.traffic import Answer, connection, parse, read_all, request_bytes
+from tests.support.traffic import Answer, KeepAlive, connection, parse, read_all, request_bytes
 
 ENGINE = "tls-engine"
 OPTIONAL, MANDATORY, REENCRYPT, PLAIN_HTTP = 8443, 9443, 8444, 8080
@@ -140,14 +138,14 @@ def _pool(pool_id: str, member: Backend, **kw) -> s.PoolSpec:
     )
 
 
-def _tls_listener(listener_id: str, port: int, pool_id: str, **kw) -> s.ListenerSpec:
+def _tls_listener(listener_id: str, port: int, pool_id: str, default: str, **kw) -> s.ListenerSpec:
     tls = kw.pop("tls", {})
     return s.ListenerSpec(
         id=listener_id,
         protocol="TERMINATED_HTTPS",
         protocol_port=port,
         default_pool_id=pool_id,
-        tls=s.ListenerTLSSpec(default_certificate="crt-www", **tls),
+        tls=s.ListenerTLSSpec(default_certificate=default, **tls),
         **kw,
     )
 
@@ -159,10 +157,13 @@ def _rule(rule_id: str, rule_type: str, value: str, **kw) -> s.L7RuleSpec:
 def engine_spec(pki: Pki, members: Members, *, revision: int = 1, www: Issued | None = None) -> s.EngineSpec:
     https_check = s.HealthMonitorSpec(type="HTTPS", delay=1, timeout=1, max_retries=1, max_retries_down=1)
     client_auth = {"client_ca": "ca-clients", "client_crl": "crl-clients"}
+    # A renewed certificate is new content: a new file (real specs name files by their content digest).
+    www_id = "crt-www" if www is None else f"crt-www-{revision}"
     optional = _tls_listener(
         "optional",
         OPTIONAL,
         "plain",
+        www_id,
         tls={
             "sni_certificates": ("crt-api",),
             "versions": ("TLSv1.3",),
@@ -191,12 +192,12 @@ def engine_spec(pki: Pki, members: Members, *, revision: int = 1, www: Issued | 
         ),
     )
     mandatory = _tls_listener(
-        "mandatory", MANDATORY, "plain", tls={"client_authentication": "MANDATORY", **client_auth}
+        "mandatory", MANDATORY, "plain", www_id, tls={"client_authentication": "MANDATORY", **client_auth}
     )
-    reencrypt = _tls_listener("reencrypt", REENCRYPT, "reencrypt")
+    reencrypt = _tls_listener("reencrypt", REENCRYPT, "reencrypt", www_id)
     plain_http = s.ListenerSpec(id="http", protocol="HTTP", protocol_port=PLAIN_HTTP, default_pool_id="wrongca")
     certificates = (
-        bundle("crt-www", www or pki.www, (WWW,)),
+        bundle(www_id, www or pki.www, (WWW,)),
         bundle("crt-api", pki.api, (API,)),
         bundle("crt-engine", pki.engine_client),
         s.CertificateSpec(id="ca-clients", kind="ca", pem=pki.clients.cert_pem),
@@ -204,15 +205,6 @@ def engine_spec(pki: Pki, members: Members, *, revision: int = 1, www: Issued | 
         s.CertificateSpec(id="ca-members", kind="ca", pem=pki.members.cert_pem),
         s.CertificateSpec(id="ca-root", kind="ca", pem=pki.root.cert_pem),
     )
-    if www is not None:  # the renewed certificate replaces the old one; ids are content digests in real specs
-        certificates = (certificates[0].model_copy(update={"id": f"crt-www-{revision}"}), *certificates[1:])
-        optional = optional.model_copy(
-            update={"tls": optional.tls.model_copy(update={"default_certificate": f"crt-www-{revision}"})}
-        )
-        mandatory, reencrypt = (
-            li.model_copy(update={"tls": li.tls.model_copy(update={"default_certificate": f"crt-www-{revision}"})})
-            for li in (mandatory, reencrypt)
-        )
     return s.EngineSpec(
         revision=revision,
         loadbalancer_id="lb",
@@ -239,19 +231,13 @@ VIP = new_vip()
 
 @pytest.fixture(scope="module")
 def engine(pki: Pki, members: Members) -> Iterator[Agent]:
-    state_dir = Path(tempfile.mkdtemp(prefix="qa-"))
-    agent = Agent(state_dir, LoopbackDriver(), options=OPTIONS)
-    try:
-        agent.apply(ENGINE, engine_spec(pki, members))
-        yield agent
-    finally:
-        agent.shutdown()
-        leftovers = haproxy_pids(state_dir)
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(state_dir, ignore_errors=True)
-        assert not leftovers, f"haproxy processes {leftovers} outlived the tests"
+    with engines_state_dir() as state_dir:
+        agent = Agent(state_dir, LoopbackDriver(), options=OPTIONS)
+        try:
+            agent.apply(ENGINE, engine_spec(pki, members))
+            yield agent
+        finally:
+            agent.shutdown()
 
 
 # --- clients -------------------------------------------------------------------------------------------------------
@@ -282,6 +268,16 @@ def unverified() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     return ctx
+
+
+def served_certificate(port: int) -> bytes:
+    """The certificate (DER) the engine serves for WWW, after a complete GET."""
+    with connection(VIP, port) as sock, unverified().wrap_socket(sock, server_hostname=WWW) as tls:
+        tls.sendall(request_bytes("/"))
+        assert parse(read_all(tls)).status == 200
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return der
 
 
 def https_get(
@@ -413,7 +409,8 @@ def test_a_member_the_ca_did_not_sign_is_down_and_not_used(engine, pki):
 # --- certificate life cycle ----------------------------------------------------------------------------------------
 
 
-def test_a_renewed_certificate_is_served_after_a_reload_that_drops_no_connection(engine, pki, members):
+def test_a_renewed_certificate_is_served_after_a_reload_that_drops_no_connection(engine, pki, members, caplog):
+    caplog.set_level(logging.DEBUG)
     directory = engine.engines_dir / ENGINE
     old_file = directory / "files" / "crt-www"
     assert old_file.exists() and stat.S_IMODE(old_file.stat().st_mode) == 0o600
@@ -436,9 +433,9 @@ def test_a_renewed_certificate_is_served_after_a_reload_that_drops_no_connection
                 errors.append(exc)
 
     ctx = context(pki)
-    with connection(VIP, OPTIONAL) as sock, ctx.wrap_socket(sock, server_hostname=WWW) as kept:
-        kept.sendall(request_bytes("/").replace(b"Connection: close", b"Connection: keep-alive"))
-        assert b"200" in kept.recv(65536).split(b"\r\n")[0]
+    with connection(VIP, OPTIONAL) as sock, ctx.wrap_socket(sock, server_hostname=WWW) as tls:
+        kept = KeepAlive(tls)
+        assert kept.get("/").status == 200
         thread = threading.Thread(target=hammer)
         thread.start()
         try:
@@ -450,11 +447,21 @@ def test_a_renewed_certificate_is_served_after_a_reload_that_drops_no_connection
             done.set()
             thread.join(timeout=30)
         # The connection opened before the reload is still served (by the old worker).
-        kept.sendall(request_bytes("/"))
-        assert parse(read_all(kept)).status == 200
+        assert kept.get("/").status == 200
     assert errors == [], f"{len(errors)} of {handshakes} connections failed around the reload: {errors[:3]}"
-    # New handshakes get the renewed certificate.
-    with connection(VIP, OPTIONAL) as sock, unverified().wrap_socket(sock, server_hostname=WWW) as tls:
-        assert tls.getpeercert(binary_form=True) == renewed.cert.public_bytes(serialization.Encoding.DER)
+    assert served_certificate(OPTIONAL) == renewed.cert.public_bytes(serialization.Encoding.DER)  # new handshakes
     assert not old_file.exists()  # pruned once the new config serves
+    assert "PRIVATE KEY" not in caplog.text
     assert stat.S_IMODE((directory / "files" / "crt-www-2").stat().st_mode) == 0o600
+
+
+def test_a_certificate_haproxy_cannot_load_is_rejected_and_the_engine_keeps_serving(engine, pki, members, caplog):
+    caplog.set_level(logging.DEBUG)
+    served, certificate = engine.report(ENGINE).revision, served_certificate(OPTIONAL)
+    mismatched = Issued(pki.www.cert, pki.api.key, pki.www.chain)  # a key that is not the certificate's
+    with pytest.raises(EngineRejected) as rejected:
+        engine.apply(ENGINE, engine_spec(pki, members, revision=served + 1, www=mismatched))
+    assert engine.report(ENGINE).revision == served and served_certificate(OPTIONAL) == certificate
+    # Neither the reason nor the logs carry key material.
+    for text in (rejected.value.reason, caplog.text):
+        assert "PRIVATE KEY" not in text and pki.api.key_pem.splitlines()[1] not in text

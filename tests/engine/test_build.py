@@ -321,7 +321,8 @@ def test_admin_down_load_balancer_is_carried_over(db):
 
 
 def _minimal(db: Database, **objects) -> str:
-    """A load balancer with one listener and one pool; `objects` override their fields."""
+    """A load balancer with one listener and one pool; `objects` override their fields (and add a health
+    monitor, or a REJECT policy with one `rule` or several `rules`)."""
     with db.write() as session:
         t = Tree(session)
         lb = t.add(m.LoadBalancer, provider="engine", vip_address="10.0.0.10")
@@ -338,9 +339,11 @@ def _minimal(db: Database, **objects) -> str:
         )
         if "monitor" in objects:
             t.add(m.HealthMonitor, pool_id=pool.id, **objects["monitor"])
-        if "rule" in objects:
+        rules = objects.get("rules", [objects["rule"]] if "rule" in objects else [])
+        if rules:
             policy = t.add(m.L7Policy, listener_id=li.id, action="REJECT", position=1)
-            t.add(m.L7Rule, l7policy_id=policy.id, **objects["rule"])
+            for rule in rules:
+                t.add(m.L7Rule, l7policy_id=policy.id, **rule)
         return lb.id
 
 
@@ -416,57 +419,44 @@ TLS_REFS = {
 }
 
 
-def _tls_tree(db: Database, **listener: object) -> dict[str, str]:
-    with db.write() as session:
-        t = Tree(session)
-        lb = t.add(m.LoadBalancer, provider="engine", vip_address="10.0.0.10")
-        pool = t.add(
-            m.Pool,
-            load_balancer_id=lb.id,
-            protocol="HTTP",
-            lb_algorithm="ROUND_ROBIN",
-            tls_enabled=True,
-            tls_container_ref="ref-client",
-            ca_tls_container_ref="ref-ca",
-            crl_container_ref="ref-crl",
-            tls_versions=["TLSv1.3"],
-            tls_ciphers="ECDHE-ECDSA-AES256-GCM-SHA384",
-            alpn_protocols=["http/1.1"],
-        )
-        li = t.add(
-            m.Listener,
-            load_balancer_id=lb.id,
-            default_pool_id=pool.id,
-            **{
-                "protocol": "TERMINATED_HTTPS",
-                "protocol_port": 443,
-                "default_tls_container_ref": "ref-www",
-                "sni_container_refs": ["ref-api", "ref-www-again"],
-                "client_authentication": "MANDATORY",
-                "client_ca_tls_container_ref": "ref-ca",
-                "client_crl_container_ref": "ref-crl",
-                "tls_versions": ["TLSv1.2", "TLSv1.3"],
-                "alpn_protocols": ["h2", "http/1.1"],
-                "hsts_max_age": 31536000,
-                "hsts_include_subdomains": True,
-                "insert_headers": {"X-SSL-Client-CN": "true", "X-SSL-Client-Verify": "true"},
-            }
-            | listener,
-        )
-        policy = t.add(m.L7Policy, listener_id=li.id, action="REJECT", position=1)
-        rules = [
-            t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_CONN_HAS_CERT", compare_type="EQUAL_TO", value="True"),
-            t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_VERIFY_RESULT", compare_type="EQUAL_TO", value="0"),
-            t.add(m.L7Rule, l7policy_id=policy.id, type="SSL_DN_FIELD", compare_type="EQUAL_TO", key="CN", value="bob"),
-        ]
-        return {"lb": lb.id, "pool": pool.id, "listener": li.id, **{f"r{i}": r.id for i, r in enumerate(rules)}}
+def _tls_tree(db: Database, **listener: object) -> str:
+    """A TERMINATED_HTTPS listener and a re-encrypting pool using every TLS field; returns the load balancer id."""
+    pool = {
+        "tls_enabled": True,
+        "tls_container_ref": "ref-client",
+        "ca_tls_container_ref": "ref-ca",
+        "crl_container_ref": "ref-crl",
+        "tls_versions": ["TLSv1.3"],
+        "tls_ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "alpn_protocols": ["http/1.1"],
+    }
+    tls_listener = {
+        "protocol": "TERMINATED_HTTPS",
+        "protocol_port": 443,
+        "default_tls_container_ref": "ref-www",
+        "sni_container_refs": ["ref-api", "ref-www-again"],
+        "client_authentication": "MANDATORY",
+        "client_ca_tls_container_ref": "ref-ca",
+        "client_crl_container_ref": "ref-crl",
+        "tls_versions": ["TLSv1.2", "TLSv1.3"],
+        "alpn_protocols": ["h2", "http/1.1"],
+        "hsts_max_age": 31536000,
+        "hsts_include_subdomains": True,
+        "insert_headers": {"X-SSL-Client-CN": "true", "X-SSL-Client-Verify": "true"},
+    }
+    rules = [
+        {"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "True"},
+        {"type": "SSL_VERIFY_RESULT", "compare_type": "EQUAL_TO", "value": "0"},
+        {"type": "SSL_DN_FIELD", "compare_type": "EQUAL_TO", "key": "CN", "value": "bob"},
+    ]
+    return _minimal(db, pool=pool, listener=tls_listener | listener, rules=rules)
 
 
 def test_tls_refs_become_certificate_files_named_by_their_content(db):
-    ids = _tls_tree(db)
+    lb_id = _tls_tree(db)
     tls = FakeTLS(TLS_REFS)
     with db.read() as session:
-        spec = spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), tls)
+        spec = spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), tls)
     files = {cert.id: cert for cert in spec.certificates}
     # Five distinct contents: www (twice under two refs), api, the client certificate, the CA, the CRL.
     assert sorted(cert.kind for cert in files.values()) == ["ca", "certificate", "certificate", "certificate", "crl"]
@@ -504,29 +494,29 @@ def test_tls_refs_become_certificate_files_named_by_their_content(db):
     assert {project for _, _, project in tls.asked} == {PROJECT}
     # The same content gives the same spec: a rebuild changes no file name (no reload).
     with db.read() as session:
-        assert spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), FakeTLS(TLS_REFS)) == spec
+        assert spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), FakeTLS(TLS_REFS)) == spec
 
 
 def test_renewed_content_behind_a_ref_gets_a_new_file_name(db):
-    ids = _tls_tree(db)
+    lb_id = _tls_tree(db)
     renewed = TLS_REFS | {"ref-www": TLSBundle("CERT www 2\n", "KEY www 2\n", (), WWW.names)}
     with db.read() as session:
-        lb = session.get(m.LoadBalancer, ids["lb"])
+        lb = session.get(m.LoadBalancer, lb_id)
         before, after = spec_from_loadbalancer(lb, FakeTLS(TLS_REFS)), spec_from_loadbalancer(lb, FakeTLS(renewed))
     assert before.listeners[0].tls.default_certificate != after.listeners[0].tls.default_certificate
     assert before.pools[0].tls == after.pools[0].tls
 
 
 def test_a_bad_ref_is_the_loaders_error(db):
-    ids = _tls_tree(db, sni_container_refs=["ref-missing"])
+    lb_id = _tls_tree(db, sni_container_refs=["ref-missing"])
     with db.read() as session, pytest.raises(CertificateError, match="ref-missing does not exist"):
-        spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), FakeTLS(TLS_REFS))
+        spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), FakeTLS(TLS_REFS))
 
 
 def test_a_terminated_https_listener_without_a_default_certificate_is_refused(db):
-    ids = _tls_tree(db, default_tls_container_ref=None)
+    lb_id = _tls_tree(db, default_tls_container_ref=None)
     with db.read() as session, pytest.raises(UnsupportedFeature, match="needs a default_tls_container_ref"):
-        spec_from_loadbalancer(session.get(m.LoadBalancer, ids["lb"]), FakeTLS(TLS_REFS))
+        spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), FakeTLS(TLS_REFS))
 
 
 def test_a_tls_pool_without_refs_needs_no_key_manager(db):
@@ -556,8 +546,8 @@ def _apply(db: Database, lb_id: str, tls) -> ScriptedAgent:
 
 
 def test_the_provider_pushes_the_certificates_it_read(db):
-    ids = _tls_tree(db)
-    agent = _apply(db, ids["lb"], FakeTLS(TLS_REFS))
+    lb_id = _tls_tree(db)
+    agent = _apply(db, lb_id, FakeTLS(TLS_REFS))
     ((_, spec),) = agent.applied
     assert len(spec.certificates) == 5 and spec.listeners[0].tls is not None
 
@@ -571,10 +561,10 @@ def test_the_provider_pushes_the_certificates_it_read(db):
     ],
 )
 def test_unusable_tls_material_never_reaches_an_engine(db, error, raised, message):
-    ids = _tls_tree(db)
+    lb_id = _tls_tree(db)
     agent = ScriptedAgent()
     provider = EngineProvider(db, {"agent-1": agent}, tls=Refusing(error))
     with db.read() as session, pytest.raises(raised, match=message) as caught:
-        provider.apply(session.get(m.LoadBalancer, ids["lb"]))
+        provider.apply(session.get(m.LoadBalancer, lb_id))
     assert (raised is ApplyError) == (type(caught.value) is ApplyError)  # unavailable: retried, not rejected
     assert agent.applied == []
