@@ -33,6 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.engine import EngineRejected
+from quadriga.agent.haproxy import Haproxy
 from quadriga.certs.tls import TLSBundle
 from quadriga.engine import spec as s
 from quadriga.network.drivers.loopback import LoopbackDriver
@@ -61,6 +62,7 @@ class Pki:
     mallory: Issued  # revoked
     eve: Issued  # from a CA nobody trusts
     engine_client: Issued  # what the engine presents to TLS members
+    crl: str  # the client CA's, revoking mallory (made once: every spec of the module carries the same file)
     directory: Path  # PEM files for the clients
 
     def file(self, name: str, content: str) -> str:
@@ -99,6 +101,7 @@ def pki() -> Iterator[Pki]:
             mallory=mallory,
             eve=TestCA("nobody trusts this").issue("eve", client=True),
             engine_client=clients.issue("engine-client", client=True),
+            crl=clients.crl_pem(),
             directory=directory,
         )
     finally:
@@ -113,14 +116,19 @@ class Members:
     tls: TlsBackend
 
 
+def tls_member(pki: Pki, name: str) -> TlsBackend:
+    """A started TLS member with a certificate of the members' CA that asks for a client certificate."""
+    # The engine passes the client's server name on and verifies the member against it (as Octavia).
+    issued = pki.members.issue(name, [WWW])
+    member = TlsBackend(name, certificate=SelfSigned(issued.cert_pem.encode(), issued.key_pem.encode()))
+    member.context.verify_mode = ssl.CERT_OPTIONAL
+    member.context.load_verify_locations(cadata=pki.clients.cert_pem)
+    return member.start()
+
+
 @pytest.fixture(scope="module")
 def members(pki: Pki) -> Iterator[Members]:
-    # The engine passes the client's server name on and verifies the member against it (as Octavia).
-    issued = pki.members.issue("tls-member", [WWW])
-    tls = TlsBackend("tls-member", certificate=SelfSigned(issued.cert_pem.encode(), issued.key_pem.encode()))
-    tls.context.verify_mode = ssl.CERT_OPTIONAL  # ask for the engine's client certificate
-    tls.context.load_verify_locations(cadata=pki.clients.cert_pem)
-    started = Members(Backend("plain"), Backend("certified"), Backend("admins"), tls.start())
+    started = Members(Backend("plain"), Backend("certified"), Backend("admins"), tls_member(pki, "tls-member"))
     try:
         yield started
     finally:
@@ -201,7 +209,7 @@ def engine_spec(pki: Pki, members: Members, *, revision: int = 1, www: Issued | 
         bundle("crt-api", pki.api, (API,)),
         bundle("crt-engine", pki.engine_client),
         s.CertificateSpec(id="ca-clients", kind="ca", pem=pki.clients.cert_pem),
-        s.CertificateSpec(id="crl-clients", kind="crl", pem=pki.clients.crl_pem()),
+        s.CertificateSpec(id="crl-clients", kind="crl", pem=pki.crl),
         s.CertificateSpec(id="ca-members", kind="ca", pem=pki.members.cert_pem),
         s.CertificateSpec(id="ca-root", kind="ca", pem=pki.root.cert_pem),
     )
@@ -385,9 +393,9 @@ def test_mandatory_client_authentication(engine, pki):
 # --- re-encryption -------------------------------------------------------------------------------------------------
 
 
-def member_status(engine: Agent, pool: str) -> str | None:
+def member_status(engine: Agent, pool: str, member: str = "tls-member") -> str | None:
     report = engine.report(ENGINE)
-    return report.members.get(pool, {}).get("tls-member") if report else None
+    return report.members.get(pool, {}).get(member) if report else None
 
 
 def test_a_tls_member_gets_tls_with_the_engine_client_certificate(engine, pki, members):
@@ -395,8 +403,7 @@ def test_a_tls_member_gets_tls_with_the_engine_client_certificate(engine, pki, m
     members.tls.client_certificates.clear()
     reply = https_get(pki, REENCRYPT, "/echo")
     assert reply.answer.status == 200 and reply.answer.headers["x-backend"] == "tls-member"
-    subjects = [dict(item[0] for item in cert["subject"]) for cert in members.tls.client_certificates if cert]
-    assert {"commonName": "engine-client"} in subjects  # it spoke TLS and presented the engine's certificate
+    assert "engine-client" in client_names(members.tls)  # it spoke TLS and presented the engine's certificate
     assert WWW in members.tls.server_names  # the client's SNI, passed on
 
 
@@ -404,6 +411,36 @@ def test_a_member_the_ca_did_not_sign_is_down_and_not_used(engine, pki):
     wait_for(lambda: member_status(engine, "wrongca") == "DOWN", "the HTTPS health monitor to mark the member DOWN")
     with httpx.Client(trust_env=False, timeout=5.0) as client:
         assert client.get(f"http://{VIP}:{PLAIN_HTTP}/").status_code == 503
+
+
+def client_names(member: TlsBackend) -> set[str]:
+    """The common names of the client certificates a TLS member was shown."""
+    return {dict(rdn[0] for rdn in cert["subject"])["commonName"] for cert in member.client_certificates if cert}
+
+
+def worker_pid(engine: Agent) -> int:
+    return int(Haproxy(engine.engines_dir / ENGINE).runtime.show_info()["Pid"])
+
+
+def test_a_member_added_to_a_tls_pool_at_runtime_gets_tls(engine, pki, members):
+    second = tls_member(pki, "tls-member-2")
+    revision = engine.report(ENGINE).revision
+    try:
+        spec = engine_spec(pki, members, revision=revision + 1)
+        added = _pool("reencrypt", second).members
+        pools = tuple(
+            p.model_copy(update={"members": p.members + added}) if p.id == "reencrypt" else p for p in spec.pools
+        )
+        worker = worker_pid(engine)
+        engine.apply(ENGINE, spec.model_copy(update={"pools": pools}))
+        assert worker_pid(engine) == worker  # the runtime API added it: no reload
+        wait_for(lambda: member_status(engine, "reencrypt", "tls-member-2") == "UP", "the added member's check")
+        answered = {https_get(pki, REENCRYPT).answer.headers["x-backend"] for _ in range(6)}
+        assert answered == {"tls-member", "tls-member-2"}
+        assert "engine-client" in client_names(second)
+    finally:
+        engine.apply(ENGINE, engine_spec(pki, members, revision=revision + 2))
+        second.stop()
 
 
 # --- certificate life cycle ----------------------------------------------------------------------------------------
@@ -440,7 +477,8 @@ def test_a_renewed_certificate_is_served_after_a_reload_that_drops_no_connection
         thread.start()
         try:
             wait_for(lambda: handshakes >= 20, "handshakes before the reload")
-            engine.apply(ENGINE, engine_spec(pki, members, revision=2, www=renewed))
+            revision = engine.report(ENGINE).revision + 1
+            engine.apply(ENGINE, engine_spec(pki, members, revision=revision, www=renewed))
             before = handshakes
             wait_for(lambda: handshakes >= before + 20, "handshakes after the reload")
         finally:
@@ -452,7 +490,7 @@ def test_a_renewed_certificate_is_served_after_a_reload_that_drops_no_connection
     assert served_certificate(OPTIONAL) == renewed.cert.public_bytes(serialization.Encoding.DER)  # new handshakes
     assert not old_file.exists()  # pruned once the new config serves
     assert "PRIVATE KEY" not in caplog.text
-    assert stat.S_IMODE((directory / "files" / "crt-www-2").stat().st_mode) == 0o600
+    assert stat.S_IMODE((directory / "files" / f"crt-www-{revision}").stat().st_mode) == 0o600
 
 
 def test_a_certificate_haproxy_cannot_load_is_rejected_and_the_engine_keeps_serving(engine, pki, members, caplog):
