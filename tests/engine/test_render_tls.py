@@ -9,7 +9,14 @@ import pytest
 
 from quadriga.certs.tls import TLSBundle
 from quadriga.engine import spec as s
-from quadriga.engine.render import EnginePaths, certificate_path, prune_support_files, write_support_files
+from quadriga.engine.render import (
+    EnginePaths,
+    RenderError,
+    certificate_path,
+    prune_support_files,
+    render,
+    write_support_files,
+)
 from tests.engine.test_render import engine, hm, listener, policy, pool, rule, section
 from tests.support.certs import TestCA
 
@@ -115,6 +122,15 @@ def test_tls_versions_become_no_flags_and_no_client_ca_means_no_verify(check, pk
     (bind,) = [line for line in section(check(spec), f"frontend {li}") if line.startswith("bind")]
     assert bind.endswith("no-sslv3 no-tlsv10 no-tlsv11 no-tlsv12")
     assert "verify" not in bind and "alpn" not in bind and "ciphers" not in bind
+
+
+@pytest.mark.parametrize("side", ["listener", "pool"])
+def test_tls_versions_this_openssl_does_not_negotiate_are_a_clear_error(pki, tmp_path, side):
+    old = {"versions": ("TLSv1", "TLSv1.1")}
+    spec, _, _ = tls_engine(pki, old if side == "listener" else {}, old if side == "pool" else None)
+    expected = r"tls_versions TLSv1, TLSv1.1 holds none of the versions .* \(TLSv1.2, TLSv1.3\)"
+    with pytest.raises(RenderError, match=expected):
+        render(spec, EnginePaths.under(tmp_path))
 
 
 def test_reencryption_verifies_members_against_the_ca_and_presents_the_client_certificate(check, pki, tmp_path):

@@ -118,6 +118,9 @@ NO_VERSION: dict[TLSVersion, str] = {
     "TLSv1.3": "no-tlsv13",
 }
 VERIFY = {"NONE": "none", "OPTIONAL": "optional", "MANDATORY": "required"}
+# What the engine's OpenSSL (3.x, Debian's MinProtocol TLSv1.2) negotiates: a version list without one of
+# these leaves HAProxy with no version at all, which it refuses.
+SERVED_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
 class RenderError(ValueError):
@@ -288,7 +291,7 @@ def server_params(pool: PoolSpec, member: MemberSpec, *, extra_dir: Path, listen
     elif pool.protocol == "PROXYV2":
         params.append("send-proxy-v2")
     if pool.tls is not None:
-        params += _server_tls(pool.tls, extra_dir, listener_protocol)
+        params += _server_tls(pool.id, pool.tls, extra_dir, listener_protocol)
     if member.backup:
         params.append("backup")
     if not (member.admin_state_up and pool.admin_state_up):
@@ -296,7 +299,7 @@ def server_params(pool: PoolSpec, member: MemberSpec, *, extra_dir: Path, listen
     return params
 
 
-def _server_tls(tls: PoolTLSSpec, extra_dir: Path, listener_protocol: str) -> list[str]:
+def _server_tls(pool_id: str, tls: PoolTLSSpec, extra_dir: Path, listener_protocol: str) -> list[str]:
     params = ["ssl"]
     if tls.ca is not None:
         params.append(f"verify required ca-file {_file(extra_dir, tls.ca)}")
@@ -308,10 +311,15 @@ def _server_tls(tls: PoolTLSSpec, extra_dir: Path, listener_protocol: str) -> li
         params.append(f"crt {_file(extra_dir, tls.certificate)}")
     if listener_protocol == "TERMINATED_HTTPS":
         params.append("sni ssl_fc_sni")
-    return params + _tls_options(tls)
+    return params + _tls_options(tls, f"Pool {pool_id}")
 
 
-def _tls_options(tls: ListenerTLSSpec | PoolTLSSpec) -> list[str]:
+def _tls_options(tls: ListenerTLSSpec | PoolTLSSpec, owner: str) -> list[str]:
+    if not set(tls.versions) & set(SERVED_TLS_VERSIONS):
+        raise RenderError(
+            f"{owner}: tls_versions {', '.join(tls.versions)} holds none of the versions this engine's OpenSSL "
+            f"negotiates ({', '.join(SERVED_TLS_VERSIONS)})."
+        )
     options = [flag for version, flag in NO_VERSION.items() if version not in tls.versions]
     if tls.ciphers:
         options.append(f"ciphers {quote(tls.ciphers)}")
@@ -330,7 +338,7 @@ def _file(extra_dir: Path, cert_id: str) -> str:
     return quote(str(certificate_path(extra_dir, cert_id)))
 
 
-def _bind_tls(tls: ListenerTLSSpec, extra_dir: Path) -> str:
+def _bind_tls(listener_id: str, tls: ListenerTLSSpec, extra_dir: Path) -> str:
     # The first certificate is the one served when no certificate's names match the client's SNI.
     certificates = dict.fromkeys((tls.default_certificate, *tls.sni_certificates))
     words = ["ssl"] + [f"crt {_file(extra_dir, cert_id)}" for cert_id in certificates]
@@ -338,7 +346,7 @@ def _bind_tls(tls: ListenerTLSSpec, extra_dir: Path) -> str:
         words.append(f"verify {VERIFY[tls.client_authentication]} ca-file {_file(extra_dir, tls.client_ca)}")
         if tls.client_crl is not None:
             words.append(f"crl-file {_file(extra_dir, tls.client_crl)}")
-    return " ".join(words + _tls_options(tls))
+    return " ".join(words + _tls_options(tls, f"Listener {listener_id}"))
 
 
 def _hsts(tls: ListenerTLSSpec) -> str | None:
@@ -393,7 +401,7 @@ def _frontend(
     pool_backends = list(dict.fromkeys(p["backend"] for p in policies if "backend" in p))
     limit = listener.connection_limit if listener.connection_limit > 0 else options.default_connection_limit
     tls = listener.tls
-    bind_tls = f" {_bind_tls(tls, paths.extra_dir)}" if tls is not None else ""
+    bind_tls = f" {_bind_tls(listener.id, tls, paths.extra_dir)}" if tls is not None else ""
     headers = {h: INSERT_HEADER_VALUE[h] for h in listener.insert_headers if h in INSERT_HEADER_VALUE}
     if tls is not None and "X-Forwarded-Proto" in headers:
         headers["X-Forwarded-Proto"] = "https"
