@@ -114,6 +114,17 @@ def test_a_reload_carries_the_health_of_unchanged_checked_members_only() -> None
     assert carried == ["1", HEADER, state_row("a", 0, 0, 1)]
 
 
+def test_health_does_not_carry_over_a_change_of_the_pools_tls() -> None:
+    hm = s.HealthMonitorSpec(type="HTTPS", delay=1, timeout=1, max_retries=1)
+    served = make_spec(VIP, [m("a")], monitor=hm)
+    state = "\n".join(["1", HEADER, state_row("a", 2, 0, 1)]) + "\n"
+    assert carried_state(state, served, served.model_copy(update={"revision": 2})).splitlines()[2:] == [
+        state_row("a", 2, 0, 1)
+    ]
+    tls = served.pools[0].model_copy(update={"tls": s.PoolTLSSpec()})
+    assert carried_state(state, served, served.model_copy(update={"pools": (tls,)})).splitlines() == ["1", HEADER]
+
+
 def test_without_checks_or_a_served_spec_nothing_carries() -> None:
     spec = make_spec(VIP, [m("a")])
     state = "\n".join(["1", HEADER, state_row("a", 0, 0, 1)]) + "\n"

@@ -408,7 +408,7 @@ def _delete_member(member_id: str, backends: list[tuple[str, str]]) -> list[Runt
 
 def carried_state(state: str, served: EngineSpec | None, spec: EngineSpec) -> str:
     """The part of the old worker's `show servers state` the new worker may inherit: the health of
-    members whose health monitor, addresses and ports did not change, so a reload neither sends traffic
+    members whose health monitor, TLS settings, addresses and ports did not change, so a reload neither sends traffic
     to a member known to be down nor waits for checks to find the others up.
 
     The rest is dropped or neutralized, because HAProxy applies a saved state over the config: it would
@@ -437,6 +437,8 @@ def _health_carries(served: EngineSpec, spec: EngineSpec, backend: str, server: 
         return False
     hm = after.health_monitor
     if hm is None or not hm.admin_state_up or hm != before.health_monitor:
+        return False
+    if before.tls != after.tls:  # another CA, CRL or client certificate may well judge the member otherwise
         return False
     old = next((m for m in before.members if m.id == server), None)
     new = next((m for m in after.members if m.id == server), None)
