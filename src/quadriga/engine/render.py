@@ -277,10 +277,9 @@ def server_params(pool: PoolSpec, member: MemberSpec, *, extra_dir: Path, listen
                 params.append(f"addr {_host(member.monitor_address)}")
             if member.monitor_port:
                 params.append(f"port {member.monitor_port}")
-        if hm.type == "HTTPS" and pool.tls is not None:
-            params.append("check-ssl")  # verified as the server's traffic is
-        elif hm.type == "HTTPS":
-            params.append("check-ssl verify none")
+        if hm.type == "HTTPS":
+            # A TLS pool's checks are verified as its traffic is; others take any certificate (as Octavia).
+            params.append("check-ssl" if pool.tls is not None else "check-ssl verify none")
             if hm.domain_name:
                 params.append(f"check-sni {hm.domain_name}")
     sp = pool.session_persistence
