@@ -209,7 +209,7 @@ class L7RuleSpec(_Spec):
             raise ValueError(f"L7 rule {self.id}: FILE_TYPE supports only EQUAL_TO and REGEX")
         if self.type in ("SSL_CONN_HAS_CERT", "SSL_VERIFY_RESULT") and self.compare_type != "EQUAL_TO":
             raise ValueError(f"L7 rule {self.id}: {self.type} supports only EQUAL_TO")
-        if self.type == "SSL_VERIFY_RESULT" and not re.fullmatch(r"\d{1,9}", self.value):
+        if self.type == "SSL_VERIFY_RESULT" and not re.fullmatch("[0-9]{1,9}", self.value):
             raise ValueError(f"L7 rule {self.id}: SSL_VERIFY_RESULT compares with an X509 verify result number")
         return self
 
