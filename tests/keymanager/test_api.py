@@ -173,10 +173,20 @@ def test_list_pages_and_filters_by_name(client):
     [
         ({"payload": "x", "payload_content_type": "application/x-unknown"}, 400, "payload_content_type is not one"),
         ({"payload": "x"}, 400, "'payload_content_type' must also be supplied"),
-        ({"payload": "@@@not base64", "payload_content_type": "application/octet-stream",
-          "payload_content_encoding": "base64"}, 400, "Invalid payload for payload_content_encoding"),  # fmt: skip
-        ({"payload": "eA==", "payload_content_type": "application/octet-stream",
-          "payload_content_encoding": "gzip"}, 400, "payload_content_encoding"),  # fmt: skip
+        (
+            {
+                "payload": "@@@not base64",
+                "payload_content_type": "application/octet-stream",
+                "payload_content_encoding": "base64",
+            },
+            400,
+            "Invalid payload for payload_content_encoding",
+        ),  # fmt: skip
+        (
+            {"payload": "eA==", "payload_content_type": "application/octet-stream", "payload_content_encoding": "gzip"},
+            400,
+            "payload_content_encoding",
+        ),  # fmt: skip
         ({"payload": "x", "payload_content_type": "application/octet-stream"}, 400, "payload_content_encoding"),
         ({"payload": "  ", "payload_content_type": "text/plain"}, 400, "must be non empty"),
         ({"payload": "x", "payload_content_type": "text/plain", "secret_type": "bogus"}, 400, "secret_type"),
@@ -229,7 +239,9 @@ def test_another_projects_objects_are_not_found(client, store, ca):
 def certificate_container(client: TestClient, ca: TestCA, headers: dict = A) -> tuple[str, str, str]:
     issued = ca.issue("tls.example.test", ["tls.example.test"])
     cert = pem_secret(client, issued.cert_pem, headers)
-    key = store_secret(client, headers, payload=issued.key_pem, payload_content_type="text/plain", secret_type="private")
+    key = store_secret(
+        client, headers, payload=issued.key_pem, payload_content_type="text/plain", secret_type="private"
+    )
     body = {
         "name": "tls",
         "type": "certificate",
@@ -278,9 +290,15 @@ def add_users(db: Database, listener_refs: dict, pool_refs: dict) -> tuple[str, 
         s.add(lb)
         s.flush()
         listener = m.Listener(
-            project_id="project-a", load_balancer_id=lb.id, protocol="TERMINATED_HTTPS", protocol_port=443, **listener_refs
+            project_id="project-a",
+            load_balancer_id=lb.id,
+            protocol="TERMINATED_HTTPS",
+            protocol_port=443,
+            **listener_refs,
         )
-        pool = m.Pool(project_id="project-a", load_balancer_id=lb.id, protocol="HTTP", lb_algorithm="ROUND_ROBIN", **pool_refs)
+        pool = m.Pool(
+            project_id="project-a", load_balancer_id=lb.id, protocol="HTTP", lb_algorithm="ROUND_ROBIN", **pool_refs
+        )
         s.add_all([listener, pool])
     return listener.id, pool.id
 
