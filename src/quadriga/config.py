@@ -257,15 +257,16 @@ def _check_keymanager(settings: Settings) -> None:
 def clouds_yaml(settings: Settings) -> str:
     """The clouds.yaml that points the OpenStack clients at this quadriga.
 
-    `auth.endpoint` is the key manager's root: python-barbicanclient's `openstack secret` commands ignore
-    key_manager_endpoint_override and, with auth_type none, use that endpoint (discovering /v1 under it); the
-    load-balancer and networking clients follow their overrides. openstacksdk takes the override with /v1."""
+    `auth.endpoint` is the key manager's /v1: python-barbicanclient's `openstack secret` commands ignore
+    key_manager_endpoint_override and, with auth_type none, send every request under that endpoint; the
+    load-balancer and networking clients follow their overrides, and openstacksdk follows
+    key_manager_endpoint_override (with or without /v1: it discovers the version)."""
     return (
         "clouds:\n"
         "  quadriga:\n"
         "    auth_type: none\n"
         "    auth:\n"
-        f"      endpoint: {settings.keymanager_endpoint}\n"
+        f"      endpoint: {settings.keymanager_endpoint}/v1\n"
         f"    load_balancer_endpoint_override: {settings.lb_endpoint}\n"
         f"    network_endpoint_override: {settings.network_endpoint}\n"
         f"    key_manager_endpoint_override: {settings.keymanager_endpoint}/v1\n"
