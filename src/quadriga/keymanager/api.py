@@ -211,6 +211,12 @@ async def _json(request: Request) -> Any:
         raise BarbicanError(400, "Malformed JSON") from None
 
 
+def _created(request: Request, kind: str, ident: str) -> JSONResponse:
+    """201 with the new object's ref, in the body and in Location."""
+    ref = f"{_base(request)}/v1/{kind}s/{ident}"
+    return JSONResponse({f"{kind}_ref": ref}, status_code=201, headers={"Location": ref})
+
+
 def _wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "").strip()
     return accept in ("", "*/*", "application/json")
@@ -243,8 +249,7 @@ def create_app(store: LocalSecrets, authenticator: Authenticator) -> FastAPI:
         project_id, user_id = project(request)
         meta, payload = new_secret(await _json(request), user_id)
         secret = await run_in_threadpool(store.create_secret, project_id, meta, payload)
-        ref = f"{_base(request)}/v1/secrets/{secret.id}"
-        return JSONResponse({"secret_ref": ref}, status_code=201, headers={"Location": ref})
+        return _created(request, "secret", secret.id)
 
     @app.get("/v1/secrets")
     def list_secrets(request: Request) -> dict[str, Any]:
@@ -320,8 +325,7 @@ def create_app(store: LocalSecrets, authenticator: Authenticator) -> FastAPI:
         project_id, user_id = project(request)
         name, type_, refs = new_container(await _json(request))
         container = await run_in_threadpool(store.create_container, project_id, name, type_, refs, user_id)
-        ref = f"{_base(request)}/v1/containers/{container.id}"
-        return JSONResponse({"container_ref": ref}, status_code=201, headers={"Location": ref})
+        return _created(request, "container", container.id)
 
     @app.get("/v1/containers")
     def list_containers(request: Request) -> dict[str, Any]:

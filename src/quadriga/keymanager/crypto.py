@@ -9,49 +9,35 @@ messages."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from quadriga.keyfiles import KeyFileError, create_private_file, read_key_file
+
+__all__ = ["KeyFileError", "PayloadCipher", "cipher_for", "ensure_key_file"]
 
 log = logging.getLogger("quadriga.keymanager")
 
 DEFAULT_NAME = "secrets.key"
 
 
-class KeyFileError(ValueError):
-    """A key file that cannot be used, or a payload no configured key opens; the message says which file."""
-
-
 def ensure_key_file(path: Path) -> Path:
     """Create `path` with a fresh Fernet key unless it exists; returns it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path
-    with os.fdopen(fd, "wb") as out:
-        out.write(Fernet.generate_key() + b"\n")
-    log.info("created the secret store's encryption key %s", path)
+    if create_private_file(path, Fernet.generate_key() + b"\n"):
+        log.info("created the secret store's encryption key %s", path)
     return path
 
 
 def _read_key(path: Path) -> Fernet:
     try:
-        raw = path.read_bytes().strip()
-    except OSError as exc:
-        raise KeyFileError(f"secret store key file {path}: {exc.strerror or exc}") from None
-    try:
-        key = Fernet(raw)
+        return Fernet(read_key_file(path, "secret store"))
     except ValueError:
         raise KeyFileError(
             f"secret store key file {path} does not hold a Fernet key (32 url-safe base64-encoded bytes; "
             "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
         ) from None
-    if path.stat().st_mode & 0o077:
-        log.warning("secret store key file %s is readable by other users: chmod 600 it", path)
-    return key
 
 
 class PayloadCipher:
