@@ -350,3 +350,13 @@ def test_put_replaces_the_payload_behind_the_same_ref(client, store, ca):
     assert "content_types" not in client.get(empty.removeprefix(BASE), headers=A).json()
     client.put(empty.removeprefix(BASE), content=b"filled", headers={**A, "Content-Type": "text/plain"})
     assert store.fetch(empty, "project-a").secret.payload == b"filled"
+
+
+def test_an_expired_secret_is_gone(client, store):
+    ref = store_secret(client, payload="soon", payload_content_type="text/plain", expiration="2999-01-01T00:00:00Z")
+    assert client.get(ref.removeprefix(BASE), headers=A).json()["expiration"] == "2999-01-01T00:00:00"
+    with store.db.write() as s:
+        s.get(m.Secret, ref.rsplit("/", 1)[1]).expiration = m.utcnow()
+    error(client.get(ref.removeprefix(BASE), headers=A), 404)
+    with pytest.raises(SecretNotFound):
+        store.fetch(ref, "project-a")
