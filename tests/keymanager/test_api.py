@@ -360,3 +360,11 @@ def test_an_expired_secret_is_gone(client, store):
     error(client.get(ref.removeprefix(BASE), headers=A), 404)
     with pytest.raises(SecretNotFound):
         store.fetch(ref, "project-a")
+
+
+def test_paging_links_keep_the_filters_encoded(client):
+    headers = {"X-Project-Id": "pager"}
+    for _ in range(2):
+        store_secret(client, headers, name="a b&c", payload="x", payload_content_type="text/plain")
+    page = client.get("/v1/secrets", params={"name": "a b&c", "limit": 1}, headers=headers).json()
+    assert page["total"] == 2 and page["next"] == f"{BASE}/v1/secrets?limit=1&offset=1&name=a+b%26c"

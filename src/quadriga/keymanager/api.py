@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -177,7 +178,8 @@ def _paging(request: Request) -> tuple[int, int]:
 
 def _page(request: Request, key: str, items: list[dict[str, Any]], offset: int, limit: int, total: int) -> dict:
     """A list answer with Barbican's `total` and `previous`/`next` links (keeping the other query values)."""
-    extra = "".join(f"&{k}={v}" for k, v in request.query_params.items() if k not in ("limit", "offset"))
+    kept = urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")])
+    extra = f"&{kept}" if kept else ""
     link = f"{_base(request)}/v1/{key}?limit={limit}&offset={{}}{extra}"
     body: dict[str, Any] = {key: items, "total": total}
     if items and offset > 0:

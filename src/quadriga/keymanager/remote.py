@@ -27,17 +27,17 @@ class RemoteSecrets:
         kind, ident = parse_ref(ref)
         if kind == "secrets":
             return Fetched(ref=ref, secret=self._secret(ident, project_id))
-        container = self._get(f"/containers/{ident}", project_id).json()
+        container = self._json(f"/containers/{ident}", project_id)
         payloads = {}
         for item in container.get("secret_refs") or []:
-            payloads[item.get("name") or ""] = self._secret(parse_ref(item["secret_ref"])[1], project_id)
+            payloads[item.get("name") or ""] = self._secret(parse_ref(item.get("secret_ref", ""))[1], project_id)
         return Fetched(ref=ref, container_type=container.get("type"), secrets=payloads)
 
     def close(self) -> None:
         self._client.close()
 
     def _secret(self, ident: str, project_id: str) -> SecretPayload:
-        meta = self._get(f"/secrets/{ident}", project_id, accept="application/json").json()
+        meta = self._json(f"/secrets/{ident}", project_id)
         content_type = (meta.get("content_types") or {}).get("default")
         if not content_type:
             raise SecretNotFound(f"Secret {ident} has no payload.")
@@ -48,6 +48,15 @@ class RemoteSecrets:
             secret_type=meta.get("secret_type", "opaque"),
             name=meta.get("name"),
         )
+
+    def _json(self, path: str, project_id: str) -> dict:
+        try:
+            body = self._get(path, project_id).json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise KeyManagerUnavailable(f"key manager {self.url} answered GET /v1{path} with something not Barbican's")
+        return body
 
     def _get(self, path: str, project_id: str, accept: str = "application/json") -> httpx.Response:
         try:
