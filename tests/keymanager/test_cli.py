@@ -1,6 +1,9 @@
 """The real `openstack secret ...` CLI (python-barbicanclient) against `quadriga serve`'s secret store, through
 the clouds.yaml serve itself prints; the remote client (RemoteSecrets) against the same running store; and
-the bad inputs over plain HTTP (a 10 MB payload does not fit in a command line)."""
+the bad inputs over plain HTTP (a 10 MB payload does not fit in a command line).
+
+One server of its own (noop provider, SQLite): the store's PostgreSQL path is covered in-process
+(test_api.py), so these slow CLI runs are not repeated with tests/clients on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,11 +20,18 @@ from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 from quadriga.keymanager.remote import RemoteSecrets
-from tests.clients.conftest import DEFAULT_PROJECT, OpenStackCLI
+from tests.clients.conftest import OpenStackCLI
 from tests.support.certs import TestCA
 from tests.support.server import QuadrigaServer, free_port
 
 pytestmark = pytest.mark.clients
+DEFAULT_PROJECT = "demo"
+
+
+@pytest.fixture(scope="module")
+def quadriga_server() -> Iterator[QuadrigaServer]:
+    with QuadrigaServer(default_project=DEFAULT_PROJECT, provider="noop", network_driver="loopback") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +53,7 @@ def http(quadriga_server: QuadrigaServer) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def server_db(quadriga_server: QuadrigaServer) -> Iterator[Database]:
     assert quadriga_server.state_dir is not None
-    db = Database(quadriga_server.database_url or f"sqlite:///{quadriga_server.state_dir / 'quadriga.sqlite'}")
+    db = Database(f"sqlite:///{quadriga_server.state_dir / 'quadriga.sqlite'}")
     yield db
     db.dispose()
 
