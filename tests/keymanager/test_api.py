@@ -368,3 +368,10 @@ def test_paging_links_keep_the_filters_encoded(client):
         store_secret(client, headers, name="a b&c", payload="x", payload_content_type="text/plain")
     page = client.get("/v1/secrets", params={"name": "a b&c", "limit": 1}, headers=headers).json()
     assert page["total"] == 2 and page["next"] == f"{BASE}/v1/secrets?limit=1&offset=1&name=a+b%26c"
+
+
+def test_deleting_a_secret_takes_it_out_of_unused_containers(client, store, ca):
+    container, cert, key = certificate_container(client, ca)
+    assert client.delete(key.removeprefix(BASE), headers=A).status_code == 204
+    shown = client.get(container.removeprefix(BASE), headers=A).json()
+    assert [r["secret_ref"] for r in shown["secret_refs"]] == [cert]  # as in Barbican
