@@ -375,3 +375,9 @@ def test_deleting_a_secret_takes_it_out_of_unused_containers(client, store, ca):
     assert client.delete(key.removeprefix(BASE), headers=A).status_code == 204
     shown = client.get(container.removeprefix(BASE), headers=A).json()
     assert [r["secret_ref"] for r in shown["secret_refs"]] == [cert]  # as in Barbican
+
+
+def test_project_lookups_are_refused_so_clients_use_names_as_ids(client):
+    # The CLI resolves project names at the auth endpoint, which is this API (see config.clouds_yaml).
+    assert "No identity service" in error(client.get("/v1/projects/demo"), 403)
+    error(client.get("/v1/projects", params={"name": "demo"}), 403)

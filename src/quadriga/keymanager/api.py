@@ -246,6 +246,14 @@ def create_app(store: LocalSecrets, authenticator: Authenticator) -> FastAPI:
     def version(request: Request) -> dict[str, Any]:
         return {"version": _version_info(request)}
 
+    @app.get("/v1/projects", include_in_schema=False)
+    @app.get("/v1/projects/{project}", include_in_schema=False)
+    def no_identity_service() -> None:
+        """The clouds.yaml's auth endpoint is this API (python-barbicanclient needs it), so the CLI asks it to
+        resolve project names (`loadbalancer quota show NAME`). There is no identity service here: a 403 tells
+        the client to use the name as the project id, as it does when Keystone forbids the lookup."""
+        raise BarbicanError(403, "No identity service here: project names are used as project ids.")
+
     @app.post("/v1/secrets", status_code=201)
     async def create_secret(request: Request) -> JSONResponse:
         project_id, user_id = project(request)
