@@ -60,7 +60,8 @@ def barbican_error(status: int, description: str, headers: dict[str, str] | None
 
 class _Microversion:
     """Reads `OpenStack-API-Version: key-manager X.Y` (default 1.0), answers 406 to an unknown one, and
-    names the version served on every response, as Barbican's microversion middleware does."""
+    names the version served on every response, as Barbican's microversion middleware does; also serves
+    paths with a trailing slash as without one (barbicanclient POSTs to /v1/secrets/)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -71,7 +72,7 @@ class _Microversion:
             return
         # Clients add a trailing slash to collection paths (POST /v1/secrets/): serve them without redirects.
         if scope["path"] != "/" and scope["path"].endswith("/"):
-            scope = dict(scope, path=scope["path"].rstrip("/"))
+            scope = dict(scope, path=scope["path"].rstrip("/") or "/")
         version = "1.0"
         for name, value in scope["headers"]:
             if name == b"openstack-api-version":
