@@ -35,6 +35,7 @@ from quadriga.certs.pki import (
     not_after,
     pki_dir,
 )
+from quadriga.certs.tls import TLSLoader, TLSMaterial
 from quadriga.config import Settings, clouds_yaml, host_port
 from quadriga.controller.certificates import CertificateRotation
 from quadriga.controller.failover import FailoverWatchdog
@@ -98,10 +99,11 @@ class DataPlane:
         given = {"private": settings.private_cidr, "public": settings.public_cidr}
         return cidrs | {name: cidr for name, cidr in given.items() if cidr}
 
-    def providers(self, db: Database, settings: Settings) -> dict[str, ProviderDriver]:
+    def providers(self, db: Database, settings: Settings, tls: TLSMaterial) -> dict[str, ProviderDriver]:
         engine = EngineProvider(
             db,
             self.agents,
+            tls=tls,
             check_vip=self.host.driver.check_vip,
             cert_expiration=self._cert_expiration,
             active_standby_unavailable=self.active_standby_unavailable(),
@@ -188,6 +190,7 @@ async def _serve(
     sender: HeartbeatSender,
     secrets: Secrets,
     keymanager_socket: socket.socket | None,
+    tls: TLSMaterial,
 ) -> None:
     authenticator = make_authenticator(settings.auth_strategy, settings.default_project)
     providers = reconciler.providers
@@ -199,6 +202,7 @@ async def _serve(
         wake=reconciler.wake,
         quota_defaults=dict(settings.quota_defaults),
         enforce_quotas=settings.auth_strategy != "noauth",
+        tls=tls,
     )
     servers = [
         _Server(
@@ -269,9 +273,10 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         dataplane.stop()
         db.dispose()
         raise SystemExit(str(exc) if isinstance(exc, SystemExit) else f"quadriga: {exc}") from None
+    tls = TLSLoader(secrets)  # the API checks refs and the controller reads them through the same loader
     reconciler = Reconciler(
         db,
-        dataplane.providers(db, settings),
+        dataplane.providers(db, settings, tls),
         poll_interval=settings.poll_interval,
         owner=f"serve@{socket.gethostname()}:{instance_for(settings.state_dir)}",
     )
@@ -319,7 +324,7 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     housekeeping.start()
     try:
         assert dataplane.sender is not None
-        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket))
+        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls))
     finally:
         housekeeping.stop()
         watchdog.stop()
