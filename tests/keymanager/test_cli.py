@@ -170,3 +170,33 @@ def test_remote_client_reads_the_running_store_by_url(quadriga_server, http):
             down.fetch(cert, "remote")
     finally:
         down.close()
+
+
+def test_the_octavia_cookbook_tls_flow_with_the_cli(secret_cli):
+    """Octavia's "TLS-terminated HTTPS load balancer" cookbook with the real CLI: a PKCS12 stored with
+    `openstack secret store`, a TERMINATED_HTTPS listener that refers to it; a garbage secret is refused."""
+    issued = TestCA().issue("cookbook.example.test", ["cookbook.example.test"])
+    p12 = store(
+        secret_cli, "--name", "cookbook", "-t", "application/octet-stream", "-e", "base64",
+        "-p", base64.b64encode(issued.pkcs12()).decode(),
+    )  # fmt: skip
+    garbage = store(secret_cli, "--name", "garbage", "-t", "text/plain", "-p", "not a certificate")
+    lb = secret_cli(
+        "loadbalancer", "create", "--name", "cookbook", "--vip-subnet-id", "private-subnet", "--wait", fmt=True
+    )
+    try:
+        listener = secret_cli(
+            "loadbalancer", "listener", "create", "--name", "https", "--protocol", "TERMINATED_HTTPS",
+            "--protocol-port", "443", "--default-tls-container-ref", p12, "--wait", lb["id"], fmt=True,
+        )  # fmt: skip
+        assert (listener["default_tls_container_ref"], listener["provisioning_status"]) == (p12, "ACTIVE")
+        message = secret_cli.fails(
+            "loadbalancer", "listener", "create", "--protocol", "TERMINATED_HTTPS", "--protocol-port", "8443",
+            "--default-tls-container-ref", garbage, lb["id"], fmt=True,
+        )  # fmt: skip
+        assert f"Could not retrieve certificate: ['{garbage}']" in message, message
+        assert "(HTTP 400)" in message, message
+        assert "in use" in secret_cli.fails("secret", "delete", p12)
+    finally:
+        secret_cli("loadbalancer", "delete", "--cascade", "--wait", lb["id"])
+    secret_cli("secret", "delete", p12)
