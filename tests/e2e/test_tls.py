@@ -321,8 +321,7 @@ def test_a_renewed_certificate_is_served_without_a_listener_update_with_no_faile
         done.set()
         thread.join(timeout=100)
     assert failures == [], f"{len(failures)} of {len(served) + len(failures)} requests failed: {failures[:3]}"
-    print(f"renewed certificate served {first - put_at:.2f} s after the PUT")
-    assert first - put_at < 5
+    assert first - put_at < 5, f"the renewed certificate was served {first - put_at:.1f} s after the PUT"
     stale = [when - first for when, der in served if when > first and der != new]
     assert stale == [], f"the old certificate was served after the renewed one: {stale}"
     assert len(served) >= after_update + 10 and all(der == new for _, der in served[after_update:])
