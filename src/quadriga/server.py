@@ -220,7 +220,7 @@ async def _serve(
     ]
     sockets: list[list[socket.socket] | None] = [None, None]
     if isinstance(secrets, LocalSecrets) and keymanager_socket is not None:
-        app = create_keymanager_app(secrets, authenticator)
+        app = create_keymanager_app(secrets, authenticator, wake=reconciler.wake)
         servers.append(_Server(uvicorn.Config(app, log_config=None, access_log=False)))
         sockets.append([keymanager_socket])
     loop = asyncio.get_running_loop()

@@ -34,13 +34,16 @@ def ca() -> TestCA:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, LocalSecrets, Path]]:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, LocalSecrets, Path, list]]:
+    """The client, the store, its directory and the controller's wake-ups (one entry each)."""
     tmp = tmp_path_factory.mktemp("km")
     db = _database(tmp)
     upgrade(db.engine)
     store = LocalSecrets(db, cipher_for(tmp, []))
-    with TestClient(create_app(store, NoAuth("demo")), raise_server_exceptions=False) as client:
-        yield client, store, tmp
+    wakes: list[None] = []
+    app = create_app(store, NoAuth("demo"), wake=lambda: wakes.append(None))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, store, tmp, wakes
     _drop(db)
 
 
@@ -122,7 +125,7 @@ def test_pkcs12_base64_round_trip(client, store, ca):
 
 
 def test_payloads_are_encrypted_at_rest_and_never_logged(env, caplog):
-    client, store, tmp = env
+    client, store, tmp, _ = env
     caplog.set_level(logging.DEBUG)
     ref = store_secret(client, payload=MARKER, payload_content_type="text/plain")
     secret_id = ref.rsplit("/", 1)[1]
@@ -138,7 +141,7 @@ def test_payloads_are_encrypted_at_rest_and_never_logged(env, caplog):
 
 
 def test_wrong_key_is_a_clear_error_naming_the_file_and_rotation_works(env, tmp_path):
-    client, store, _ = env
+    client, store, _, _ = env
     store_secret(client, payload="rotate me", payload_content_type="text/plain")
     new = tmp_path / "new.key"
     new.write_bytes(Fernet.generate_key())
@@ -285,8 +288,9 @@ def test_bad_containers_are_refused(client, ca, refs, words):
 
 
 def add_users(db: Database, listener_refs: dict, pool_refs: dict) -> tuple[str, str]:
+    """A listener and a pool with these refs, on an ACTIVE load balancer."""
     with db.write() as s:
-        lb = m.LoadBalancer(project_id="project-a", provider="noop")
+        lb = m.LoadBalancer(project_id="project-a", provider="noop", provisioning_status="ACTIVE", applied_revision=1)
         s.add(lb)
         s.flush()
         listener = m.Listener(
@@ -294,24 +298,37 @@ def add_users(db: Database, listener_refs: dict, pool_refs: dict) -> tuple[str, 
             load_balancer_id=lb.id,
             protocol="TERMINATED_HTTPS",
             protocol_port=443,
+            provisioning_status="ACTIVE",
             **listener_refs,
         )
         pool = m.Pool(
-            project_id="project-a", load_balancer_id=lb.id, protocol="HTTP", lb_algorithm="ROUND_ROBIN", **pool_refs
+            project_id="project-a",
+            load_balancer_id=lb.id,
+            protocol="HTTP",
+            lb_algorithm="ROUND_ROBIN",
+            provisioning_status="ACTIVE",
+            **pool_refs,
         )
         s.add_all([listener, pool])
     return listener.id, pool.id
 
 
-def test_objects_in_use_cannot_be_deleted(client, store, ca):
-    container, cert, key = certificate_container(client, ca)
+def tls_users(client: TestClient, store: LocalSecrets, ca: TestCA, default_ref: str) -> tuple[str, ...]:
+    """A listener with `default_ref` and an SNI certificate container, a pool with a CA secret: (the SNI
+    container, its private_key secret, the CA secret, the listener's id, the pool's id)."""
     sni_container, _, sni_key = certificate_container(client, ca)
     ca_secret = pem_secret(client, ca.cert_pem, name="ca")
     listener_id, pool_id = add_users(
         store.db,
-        {"default_tls_container_ref": container, "sni_container_refs": [sni_container]},
+        {"default_tls_container_ref": default_ref, "sni_container_refs": [sni_container]},
         {"ca_tls_container_ref": ca_secret},
     )
+    return sni_container, sni_key, ca_secret, listener_id, pool_id
+
+
+def test_objects_in_use_cannot_be_deleted(client, store, ca):
+    container, cert, key = certificate_container(client, ca)
+    _, sni_key, ca_secret, listener_id, pool_id = tls_users(client, store, ca, container)
     for ref, user in ((container, listener_id), (key, listener_id), (sni_key, listener_id), (ca_secret, pool_id)):
         words = error(client.delete(ref.removeprefix(BASE), headers=A), 409)
         assert user in words and "in use" in words
@@ -348,8 +365,73 @@ def test_put_replaces_the_payload_behind_the_same_ref(client, store, ca):
     empty = store_secret(client, name="later")
     error(client.get(empty.removeprefix(BASE) + "/payload", headers=A), 404)
     assert "content_types" not in client.get(empty.removeprefix(BASE), headers=A).json()
-    client.put(empty.removeprefix(BASE), content=b"filled", headers={**A, "Content-Type": "text/plain"})
+    r = client.put(empty.removeprefix(BASE), content=b"filled", headers={**A, "Content-Type": "text/plain"})
+    assert r.status_code == 204  # a secret no listener or pool uses takes any payload, as in Barbican
     assert store.fetch(empty, "project-a").secret.payload == b"filled"
+
+
+def put_payload(client: TestClient, ref: str, payload: bytes | str) -> object:
+    """PUT a PKCS12 bundle (bytes) or PEM text."""
+    content_type = "text/plain" if isinstance(payload, str) else "application/octet-stream"
+    return client.put(ref.removeprefix(BASE), content=payload, headers={**A, "Content-Type": content_type})
+
+
+def pkcs12_secret(client: TestClient, bundle: bytes) -> str:
+    return store_secret(
+        client,
+        payload=base64.b64encode(bundle).decode(),
+        payload_content_type="application/octet-stream",
+        payload_content_encoding="base64",
+    )
+
+
+def statuses(store: LocalSecrets, listener_id: str, pool_id: str) -> tuple:
+    """(load balancer status, revision, listener status, pool status)."""
+    with store.db.read() as s:
+        listener, pool = s.get(m.Listener, listener_id), s.get(m.Pool, pool_id)
+        lb = s.get(m.LoadBalancer, listener.load_balancer_id)
+        return lb.provisioning_status, lb.revision, listener.provisioning_status, pool.provisioning_status
+
+
+def test_a_secret_in_use_takes_only_a_payload_every_user_can_load(env, ca):
+    client, store, _, wakes = env
+    www, other = ca.issue("www.renew.test", ["www.renew.test"]), ca.issue("other.renew.test", ["other.renew.test"])
+    p12 = pkcs12_secret(client, www.pkcs12())
+    _, key, ca_secret, listener_id, pool_id = tls_users(client, store, ca, p12)
+    before, woken = statuses(store, listener_id, pool_id), len(wakes)
+    expired = ca.issue("www.renew.test", ["www.renew.test"], days=-1).pkcs12()
+    for ref, payload, user, reason in (
+        (p12, "not a certificate", listener_id, "neither a PKCS12 bundle nor PEM"),
+        (p12, www.cert_pem + other.key_pem, listener_id, "does not match the certificate"),
+        (p12, expired, listener_id, "expired on"),
+        (key, other.key_pem, f"{listener_id}, which uses secret {key.rsplit('/', 1)[1]} (sni_container_refs)", "match"),
+        (ca_secret, www.cert_pem, pool_id, "is not a CA certificate"),
+    ):
+        old = client.get(ref.removeprefix(BASE) + "/payload", headers=A).content
+        words = error(put_payload(client, ref, payload), 400)
+        assert user in words and reason in words and "PRIVATE KEY" not in words, words
+        assert client.get(ref.removeprefix(BASE) + "/payload", headers=A).content == old
+    assert statuses(store, listener_id, pool_id) == before and len(wakes) == woken
+
+
+def test_a_renewed_secret_in_use_is_rolled_out_and_waits_for_a_busy_load_balancer(env, ca, caplog):
+    client, store, _, wakes = env
+    p12 = pkcs12_secret(client, ca.issue("www.renew.test", ["www.renew.test"]).pkcs12())
+    listener_id, pool_id = add_users(store.db, {"default_tls_container_ref": p12}, {})
+    renewed, woken = ca.issue("www.renew.test", ["www.renew.test"]).pkcs12(), len(wakes)
+    caplog.set_level(logging.INFO, "quadriga.keymanager")
+    assert put_payload(client, p12, renewed).status_code == 204
+    # The load balancer goes PENDING_UPDATE with the listener as the change's subject; the controller is woken.
+    assert statuses(store, listener_id, pool_id) == ("PENDING_UPDATE", 2, "PENDING_UPDATE", "ACTIVE")
+    assert len(wakes) == woken + 1
+    with store.db.read() as s:
+        lb_id = s.get(m.Listener, listener_id).load_balancer_id
+    assert len([r for r in caplog.records if lb_id in r.getMessage()]) == 1
+    # While that change is applied, another replacement is refused: the apply reads one payload or the other.
+    words = error(put_payload(client, p12, ca.issue("www.renew.test", ["www.renew.test"]).pkcs12()), 409)
+    assert lb_id in words and "retry" in words
+    assert client.get(p12.removeprefix(BASE) + "/payload", headers=A).content == renewed
+    assert len(wakes) == woken + 1
 
 
 def test_an_expired_secret_is_gone(client, store):

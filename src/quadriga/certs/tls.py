@@ -4,7 +4,8 @@
 carries the sentence the API answers with a 400. Loading (PKCS12 bundles and PEM certificate containers),
 the checks (parses, key matches, not expired, chain in order, names for SNI), CA bundles and CRLs live here:
 `TLSLoader` implements `TLSMaterial` over a key manager's `Secrets`; `check_sni`, `check_purpose` and
-`check_crls_match_cas` are the checks that depend on where a ref is used."""
+`check_crls_match_cas` are the checks that depend on where a ref is used (`quadriga.certs.uses` applies them
+per listener and pool field)."""
 
 from __future__ import annotations
 

@@ -4,12 +4,15 @@ containers (create, list, show, delete) — over LocalSecrets, answered as Barbi
 the request's base URL, Barbican's error body).
 
 Extension: PUT /v1/secrets/{id} also replaces an existing payload (Barbican answers 409 there), so a tenant
-renews a certificate behind the same ref."""
+renews a certificate behind the same ref. For a secret in use that is refused (400) when a listener or pool
+could not use the new payload, and (409) while one of their load balancers applies a change; else the
+controller is woken (`wake`) to roll the new payload out to their engines."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from quadriga.api.auth import Authenticator
 from quadriga.api.errors import ApiError
+from quadriga.certs.tls import CertificateError
 from quadriga.db import models as m
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 from quadriga.keymanager.store import LocalSecrets, SecretInUse
@@ -225,8 +229,9 @@ def _wants_json(request: Request) -> bool:
     return accept in ("", "*/*", "application/json")
 
 
-def create_app(store: LocalSecrets, authenticator: Authenticator) -> FastAPI:
-    """The Barbican-compatible API over `store`; serve it at the root of its own port (clients add /v1)."""
+def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable[[], None] = lambda: None) -> FastAPI:
+    """The Barbican-compatible API over `store`; serve it at the root of its own port (clients add /v1).
+    `wake` wakes the controller once load balancers are marked for an update (a renewal to roll out)."""
     app = FastAPI(title="quadriga key manager", openapi_url=None, docs_url=None, redoc_url=None)
     app.add_middleware(_Microversion)
     _install_handlers(app)
@@ -322,7 +327,8 @@ def create_app(store: LocalSecrets, authenticator: Authenticator) -> FastAPI:
             raise BarbicanError(400, "No data supplied to process.")
         encoding = request.headers.get("content-encoding")
         payload = decode_payload(body, content_type, encoding)
-        await run_in_threadpool(store.replace_payload, project_id, secret_id, payload, content_type)
+        if await run_in_threadpool(store.replace_payload, project_id, secret_id, payload, content_type):
+            wake()
         return Response(status_code=204)
 
     @app.delete("/v1/secrets/{secret_id}", status_code=204)
@@ -374,6 +380,11 @@ def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SecretInUse)
     async def _in_use(_req: Request, exc: SecretInUse) -> JSONResponse:
         return barbican_error(409, str(exc))
+
+    @app.exception_handler(CertificateError)
+    async def _unusable(_req: Request, exc: CertificateError) -> JSONResponse:
+        log.info("secret replacement refused: %s", exc)
+        return barbican_error(400, str(exc))
 
     @app.exception_handler(KeyManagerUnavailable)
     async def _unavailable(_req: Request, _exc: KeyManagerUnavailable) -> JSONResponse:

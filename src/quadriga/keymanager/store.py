@@ -5,7 +5,10 @@ Everything is scoped by project: another project's secret or container is Secret
 missing one. An expired secret is gone too (as in Barbican). A secret or container that a listener or pool
 uses (directly, or a secret through a container in use) cannot be deleted: SecretInUse names the user.
 Replacing a secret's payload is allowed (an extension: Barbican only fills an empty secret), so a tenant
-renews a certificate behind the same ref."""
+renews a certificate behind the same ref. A secret in use gets a new payload only if every listener and pool
+using it could still load it (the checks the Octavia API applies, `quadriga.certs.uses`), and only while none
+of their load balancers is applying a change; in the same transaction those load balancers are marked for an
+update, so the controller rolls the renewal out to their engines."""
 
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from quadriga import constants as c
+from quadriga import status
+from quadriga.certs.tls import CertificateError, TLSLoader
+from quadriga.certs.uses import LISTENER_REFS, POOL_REFS, check_listener_refs, check_pool_refs
 from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.keymanager import Fetched, KeyManagerUnavailable, SecretNotFound, SecretPayload
@@ -25,13 +32,10 @@ from quadriga.keymanager.refs import parse_ref
 
 log = logging.getLogger("quadriga.keymanager")
 
-DELETED = "DELETED"
-LISTENER_REFS = ("default_tls_container_ref", "client_ca_tls_container_ref", "client_crl_container_ref")
-POOL_REFS = ("tls_container_ref", "ca_tls_container_ref", "crl_container_ref")
-
 
 class SecretInUse(Exception):
-    """A secret or container a listener or pool still uses (the API's 409)."""
+    """A secret or container a listener or pool still uses, so it cannot be deleted, or cannot be replaced
+    while their load balancer applies a change (the API's 409)."""
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,24 @@ class LocalSecrets:
 
     # -- the Secrets protocol ------------------------------------------------------------------
     def fetch(self, ref: str, project_id: str) -> Fetched:
-        kind, ident = parse_ref(ref)
         with self.db.read() as s:
-            if kind == "secrets":
-                return Fetched(ref=ref, secret=self._payload_of(self._secret(s, project_id, ident)))
-            container = self._container(s, project_id, ident)
-            payloads = {}
-            for link in container.secret_refs:
-                secret = self._secret(s, project_id, link.secret_id)
-                payloads[link.name or ""] = self._payload_of(secret)
-            return Fetched(ref=ref, container_type=container.type, secrets=payloads)
+            return self._fetch(s, ref, project_id)
+
+    def _fetch(self, s: Session, ref: str, project_id: str, new: dict[str, SecretPayload] | None = None) -> Fetched:
+        """`fetch` in session `s`, as if the secrets of `new` (by id) held those payloads."""
+        kind, ident = parse_ref(ref)
+        new = new or {}
+
+        def payload(secret: m.Secret) -> SecretPayload:
+            return new.get(secret.id) or self._payload_of(secret)
+
+        if kind == "secrets":
+            return Fetched(ref=ref, secret=payload(self._secret(s, project_id, ident)))
+        container = self._container(s, project_id, ident)
+        payloads = {
+            link.name or "": payload(self._secret(s, project_id, link.secret_id)) for link in container.secret_refs
+        }
+        return Fetched(ref=ref, container_type=container.type, secrets=payloads)
 
     def check_key(self) -> None:
         """Raise KeyFileError when the configured keys cannot open the stored payloads (checked at start)."""
@@ -117,24 +129,30 @@ class LocalSecrets:
         with self.db.read() as s:
             return self._payload_of(self._secret(s, project_id, secret_id))
 
-    def replace_payload(self, project_id: str, secret_id: str, payload: bytes, content_type: str) -> None:
-        """Store `payload` in the secret, replacing any payload it had (quadriga's extension of PUT)."""
+    def replace_payload(self, project_id: str, secret_id: str, payload: bytes, content_type: str) -> list[str]:
+        """Store `payload` in the secret, replacing any payload it had (quadriga's extension of PUT). A secret
+        in use is checked and rolled out first (`_renew`); returns the ids of the load balancers marked for an
+        update, for the caller to wake the controller."""
         with self.db.write() as s:
             secret = self._secret(s, project_id, secret_id)
             replaced = secret.encrypted_payload is not None
+            holders = self._holders(s, secret_id)
+            uses = [use for use in _users(s, project_id) if use.target in holders]
+            new = SecretPayload(payload, content_type, secret.secret_type, secret.name)
+            marked = self._renew(s, secret_id, new, uses) if uses else []
             secret.encrypted_payload = self.cipher.encrypt(payload)
             secret.payload_content_type = content_type
             secret.updated_at = _now()
         log.info(
             "%s the payload of secret %s (project %s)", "replaced" if replaced else "stored", secret_id, project_id
         )
+        return marked
 
     def delete_secret(self, project_id: str, secret_id: str) -> None:
         with self.db.write() as s:
             secret = self._secret(s, project_id, secret_id)
             links = s.scalars(select(m.ContainerSecret).where(m.ContainerSecret.secret_id == secret_id)).all()
-            holders = {secret_id} | {link.container_id for link in links}
-            self._refuse_if_used(s, project_id, holders, f"Secret {secret_id}")
+            self._refuse_if_used(s, project_id, self._holders(s, secret_id), f"Secret {secret_id}")
             for link in links:  # as in Barbican: the secret leaves the containers that held it
                 s.delete(link)
             s.delete(secret)
@@ -227,31 +245,97 @@ class LocalSecrets:
         )
 
     @staticmethod
+    def _holders(s: Session, secret_id: str) -> set[str]:
+        """The ids a ref reaches the secret by: its own and those of the containers holding it."""
+        links = s.scalars(select(m.ContainerSecret.container_id).where(m.ContainerSecret.secret_id == secret_id))
+        return {secret_id, *links}
+
+    @staticmethod
     def _refuse_if_used(s: Session, project_id: str, ids: set[str], what: str) -> None:
-        for kind, obj_id, field in _users(s, project_id):
-            if field[1] in ids:
-                raise SecretInUse(f"{what} is in use by {kind} {obj_id} ({field[0]}) and cannot be deleted.")
+        for use in _users(s, project_id):
+            if use.target in ids:
+                raise SecretInUse(f"{what} is in use by {use.kind} {use.user.id} ({use.field}) and cannot be deleted.")
+
+    def _renew(self, s: Session, secret_id: str, new: SecretPayload, uses: list[Use]) -> list[str]:
+        """Before a secret in use gets `new`: refuse while a load balancer of its users applies a change
+        (SecretInUse: the apply may or may not read the new payload), refuse a payload a user could not load
+        (CertificateError naming the user), then mark the load balancers for an update."""
+        lbs = s.scalars(
+            select(m.LoadBalancer)
+            .where(m.LoadBalancer.id.in_({use.user.load_balancer_id for use in uses}))
+            .order_by(m.LoadBalancer.id)  # the lock order of every transaction locking several
+            .with_for_update()
+        ).all()
+        for lb in lbs:
+            if lb.provisioning_status in c.PENDING_STATUSES:
+                raise SecretInUse(
+                    f"Secret {secret_id} is in use by load balancer {lb.id}, which is applying a change "
+                    f"({lb.provisioning_status}): retry once it is ACTIVE."
+                )
+        tls = TLSLoader(_Replacing(self, s, {secret_id: new}))
+        users: dict[str, list[Use]] = {}
+        for use in uses:
+            users.setdefault(use.user.id, []).append(use)
+        for user_uses in users.values():
+            _check(tls, secret_id, user_uses)
+        for lb in lbs:
+            subject, *others = [found[0] for found in users.values() if found[0].user.load_balancer_id == lb.id]
+            status.mark_change(lb, subject.kind, subject.user, "update", [use.user for use in others])
+            log.info(
+                "secret %s renewed: load balancer %s marked for an update (revision %d)", secret_id, lb.id, lb.revision
+            )
+        return [lb.id for lb in lbs]
 
 
-def _users(s: Session, project_id: str) -> Iterator[tuple[str, str, tuple[str, str]]]:
-    """(listener|pool, its id, (field, referenced id)) for every ref the project's live listeners and pools
-    hold; refs that are not the store's URLs are skipped."""
-    listeners = s.scalars(
-        select(m.Listener).where(m.Listener.project_id == project_id, m.Listener.provisioning_status != DELETED)
-    )
-    for listener in listeners:
-        refs = [(f, getattr(listener, f)) for f in LISTENER_REFS]
-        refs += [("sni_container_refs", r) for r in listener.sni_container_refs or []]
-        yield from (("listener", listener.id, pair) for pair in _ids(refs))
-    pools = s.scalars(select(m.Pool).where(m.Pool.project_id == project_id, m.Pool.provisioning_status != DELETED))
-    for pool in pools:
-        yield from (("pool", pool.id, pair) for pair in _ids((f, getattr(pool, f)) for f in POOL_REFS))
+class _Replacing:
+    """The store as it reads once a replacement is written (`new`: payloads by secret id), inside the
+    replacing transaction: what the checks of a replacement load their refs through."""
+
+    def __init__(self, store: LocalSecrets, s: Session, new: dict[str, SecretPayload]) -> None:
+        self.store, self.session, self.new = store, s, new
+
+    def fetch(self, ref: str, project_id: str) -> Fetched:
+        return self.store._fetch(self.session, ref, project_id, self.new)
 
 
-def _ids(refs: Iterable[tuple[str, str | None]]) -> Iterator[tuple[str, str]]:
-    for field, ref in refs:
-        if ref:
-            try:
-                yield field, parse_ref(ref)[1]
-            except SecretNotFound:
-                continue
+def _check(tls: TLSLoader, secret_id: str, uses: list[Use]) -> None:
+    """The rules of the fields of one listener or pool that reach the secret (only those of its SNI refs
+    that do), as the Octavia API applies them; the error names the user."""
+    user, kind = uses[0].user, uses[0].kind
+    fields = sorted({use.field for use in uses})
+    values = {name: getattr(user, name) for name in (LISTENER_REFS if kind == "listener" else POOL_REFS)}
+    if "sni_container_refs" in values:
+        values["sni_container_refs"] = [use.ref for use in uses if use.field == "sni_container_refs"]
+    try:
+        (check_listener_refs if kind == "listener" else check_pool_refs)(tls, user.project_id, values, fields)
+    except CertificateError as exc:
+        raise CertificateError(
+            f"The new payload would break {kind} {user.id}, which uses secret {secret_id} ({', '.join(fields)}): {exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Use:
+    """One ref a live listener or pool holds: the user, its field, the ref and the id the ref names."""
+
+    kind: str  # listener | pool
+    user: m.Listener | m.Pool
+    field: str
+    ref: str
+    target: str
+
+
+def _users(s: Session, project_id: str) -> Iterator[Use]:
+    """Every ref the project's live listeners and pools hold; refs that are not the store's URLs are skipped."""
+    for kind, model, fields in (("listener", m.Listener, LISTENER_REFS), ("pool", m.Pool, POOL_REFS)):
+        rows = s.scalars(select(model).where(model.project_id == project_id, model.provisioning_status != c.DELETED))
+        for row in rows:
+            for field in fields:
+                value = getattr(row, field)
+                for ref in value if isinstance(value, list) else [value]:
+                    try:
+                        target = parse_ref(ref)[1] if ref else None
+                    except SecretNotFound:
+                        continue
+                    if target is not None:
+                        yield Use(kind, row, field, ref, target)
