@@ -424,7 +424,7 @@ def _check_validity(ref: str, cert: x509.Certificate, what: str) -> None:
         raise refused(
             ref,
             f"{what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC: renew it and store the new "
-            "one (then update the listener or pool so it is picked up).",
+            "one, behind the same ref (PUT /v1/secrets/{id}) or a new one.",
         )
     if cert.not_valid_before_utc > now:
         raise refused(
