@@ -65,6 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from api_bench import wait_until_quiet  # noqa: E402 - bench/api_bench.py
 from dataplane_bench import (  # noqa: E402 - bench/dataplane_bench.py
     QUIET_CORES,
     WRK_GRACE,
@@ -236,6 +237,7 @@ class Settings:
     seconds: int
     clients: int
     quadriga_http: bool  # dry run: quadriga's listener is plain HTTP
+    wait_quiet: float  # before each round, wait up to this long until others use < QUIET_CORES
 
 
 @dataclass
@@ -289,6 +291,8 @@ def measure(stack: Stack, settings: Settings, workdir: Path) -> dict[str, Any]:
         run_wrk(side.url, 1, wrk_plan, workdir)
         run_handshakes(side.host, side.port, side.tls, 1, settings.clients, workdir, side.proxy)
     for rnd in range(settings.rounds):
+        if settings.wait_quiet > 0:
+            wait_until_quiet(settings.wait_quiet, QUIET_CORES, log)
         order = list(sides) if rnd % 2 == 0 else list(reversed(sides))  # ABBA: drift hits both alike
         for name in order:
             s = sides[name]
@@ -420,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=os.cpu_count() or 2, help="handshake client processes")
     ap.add_argument("--driver", choices=("netns", "loopback"), default="netns", help="quadriga's network driver")
     ap.add_argument("--quadriga-http", action="store_true", help="dry run: quadriga's listener is plain HTTP")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=f"before each round wait up to this long until other processes use < {QUIET_CORES} cores",
+    )
     ap.add_argument("--out", default="tls-results.json", help="JSON file with every measurement")
     ap.add_argument("--client", help=argparse.SUPPRESS)  # internal: one handshake client process
     args = ap.parse_args(argv)
@@ -431,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing := check_tools(need_netns=args.driver == "netns"):
         print("tls_bench: missing on this machine:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
-    settings = Settings(args.rounds, args.seconds, args.clients, args.quadriga_http)
+    settings = Settings(args.rounds, args.seconds, args.clients, args.quadriga_http, args.wait_quiet)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
     info = machine_info() | {"openssl": _run(["openssl", "version"]).stdout.strip()}
