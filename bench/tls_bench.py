@@ -58,6 +58,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -72,6 +73,7 @@ from dataplane_bench import (  # noqa: E402 - bench/dataplane_bench.py
     CpuMeter,
     Plan,
     Stack,
+    WrkResult,
     _run,
     check_tools,
     cmdline,
@@ -94,7 +96,6 @@ from tests.support.certs import Issued, TestCA  # noqa: E402
 
 TARGET = 0.95
 SERVER_NAME = "bench.quadriga.test"
-SIDES = ("quadriga", "hand-written")
 
 
 def pem_bundle(issued: Issued) -> str:
@@ -215,8 +216,6 @@ def key_manager_url(state_dir: Path) -> str:
 
 def store_pkcs12(base: str, issued: Issued) -> str:
     """POST the certificate as a base64 PKCS12 secret (Octavia's usual flow); returns its secret_ref."""
-    import httpx
-
     safe_target(base.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0])
     body = {
         "name": "tls-bench",
@@ -247,7 +246,7 @@ class Side:
     tls: bool
     proxy: Any  # () -> pids of the HAProxy in the path
     handshakes: list[HandshakeResult] = field(default_factory=list)
-    wrk: list[Any] = field(default_factory=list)
+    wrk: list[WrkResult] = field(default_factory=list)
     negotiated: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -265,6 +264,8 @@ def tls_graph(stack: Stack, ref: str | None) -> dict[str, Any]:
 
 
 def measure(stack: Stack, settings: Settings, workdir: Path) -> dict[str, Any]:
+    """Store the certificate, create the VIP and its hand-written twin, check both serve it, then the
+    ABBA rounds: handshakes on both sides, then wrk on both sides."""
     issued = TestCA("quadriga bench CA").issue(SERVER_NAME, [SERVER_NAME])
     pem = stack.workdir / "hand-cert.pem"
     pem.write_text(pem_bundle(issued))
