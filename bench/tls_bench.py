@@ -10,9 +10,10 @@ VIP (netns driver) or on 127.0.0.1 (loopback driver), as in dataplane_bench's ov
 set-up (Stack, nginx, HandHaproxy, wrk) this script reuses. Rounds alternate the two sides ABBA (odd rounds
 reversed); every round gives one ratio per figure, reported as p50, min and max over the rounds.
 
-Full handshakes: a small Python client, `--clients` processes (default 2, the machine's cores), each with one
-connection at a time: connect, TLS handshake (SNI = the certificate's name, no verification in the loop;
-the served certificate is checked once per side before measuring), close, no HTTP request. Why this client:
+Full handshakes: bench/tls_client.py (stdlib only, so it starts at once), `--clients` processes (default 2,
+the machine's cores), started together once all are ready, each with one connection at a time: connect, TLS
+handshake (SNI = the certificate's name, no verification in the loop; the served certificate is checked once
+per side before measuring), close, no HTTP request. Why this client:
 - wrk with `Connection: close` resumes its TLS sessions (SSL_clear keeps the session): HAProxy reported
   SslFrontendSessionReuse_pct 100 and a key rate of 0 here, so it measures resumptions, not handshakes.
 - `openssl s_time -new` does full handshakes but cost 1.7 ms of client CPU per handshake here against
@@ -43,7 +44,7 @@ import base64
 import datetime as dt
 import json
 import os
-import resource
+import select
 import shutil
 import signal
 import socket
@@ -52,7 +53,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -95,6 +95,7 @@ from dataplane_bench import (  # noqa: E402 - bench/dataplane_bench.py
 from tests.support.certs import Issued, TestCA  # noqa: E402
 
 TARGET = 0.95
+CLIENT_START_LIMIT = 30.0  # seconds a handshake client may take to say it is ready
 SERVER_NAME = "bench.quadriga.test"
 
 
@@ -104,40 +105,6 @@ def pem_bundle(issued: Issued) -> str:
 
 
 # ----------------------------------------------------------------------------------- handshake client
-def handshake_loop(host: str, port: int, tls: bool, start_at: float, seconds: float, limit: int) -> dict[str, Any]:
-    """One client process: new connection + full handshake + close, one at a time, from `start_at`
-    (time.monotonic, which is system-wide on Linux) for `seconds`, at most `limit` times."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # the served certificate is checked once per side, outside the loop
-    done = errors = reused = 0
-    first_error = ""
-    late = max(0.0, time.monotonic() - start_at)
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    end = start_at + seconds
-    while time.monotonic() < end and done + errors < limit:
-        try:
-            with socket.create_connection((host, port), timeout=2) as raw:
-                if tls:
-                    with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as conn:
-                        reused += conn.session_reused
-            done += 1
-        except OSError as exc:
-            errors += 1
-            first_error = first_error or type(exc).__name__
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    used = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {
-        "handshakes": done,
-        "errors": errors,
-        "reused": reused,
-        "first_error": first_error,
-        "cpu_s": used,
-        "late_s": late,
-    }
-
-
 @dataclass
 class HandshakeResult:
     seconds: float
@@ -148,43 +115,48 @@ class HandshakeResult:
     client_us_per_hs: float | None = None
     proxy_us_per_hs: float | None = None
     cpu_other_cores: float | None = None
-    late_s: float = 0.0  # how late the slowest client process started (its handshakes/s count from start_at)
     first_errors: list[str] = field(default_factory=list)
 
 
 def run_handshakes(
     host: str, port: int, tls: bool, seconds: float, clients: int, workdir: Path, proxy: Any
 ) -> HandshakeResult:
-    """`clients` handshake_loop processes against host:port for `seconds`; HAProxy's CPU from /proc."""
+    """`clients` tls_client.py processes against host:port for `seconds`, started together once all are
+    ready; HAProxy's CPU (master + workers) from /proc over the same window."""
     safe_target(host)
     result = HandshakeResult(seconds)
-    start_at = time.monotonic() + 2.0  # all clients start together, once their interpreters are up
-    limit = int(seconds * 20_000)  # far above this machine's rate: a bound, not a target
-    argv = [sys.executable, __file__, "--client", json.dumps([host, port, tls, start_at, seconds, limit])]
-    with CpuMeter(workdir) as meter:
-        proxy0 = sum(map(proc_cpu, proxy()))
-        children = [
-            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True) for _ in range(clients)
-        ]
-        outputs = []
-        try:
+    job = {"host": host, "port": port, "tls": tls, "server_name": SERVER_NAME, "seconds": seconds}
+    job["limit"] = int(seconds * 20_000)  # far above this machine's rate: a bound, not a target
+    argv = [sys.executable, str(REPO / "bench" / "tls_client.py"), json.dumps(job)]
+    children = [
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(clients)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            ready, _, _ = select.select([child.stdout], [], [], CLIENT_START_LIMIT)
+            if not ready or child.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a handshake client did not start within {CLIENT_START_LIMIT} s")
+        with CpuMeter(workdir) as meter:
+            proxy0 = sum(map(proc_cpu, proxy()))
             for child in children:
-                remaining = start_at + seconds + WRK_GRACE - time.monotonic()
-                outputs.append(json.loads(child.communicate(timeout=max(1.0, remaining))[0]))
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    stop_pid(child.pid, signal.SIGKILL, wait=1)
-        proxy_used = sum(map(proc_cpu, proxy())) - proxy0
+                assert child.stdin is not None
+                child.stdin.write("go\n")
+                child.stdin.flush()
+            outputs = [json.loads(child.communicate(timeout=seconds + WRK_GRACE)[0]) for child in children]
+            proxy_used = sum(map(proc_cpu, proxy())) - proxy0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                stop_pid(child.pid, signal.SIGKILL, wait=1)
     result.cpu_other_cores = meter.other_cores
     for out in outputs:
         result.handshakes += out["handshakes"]
         result.errors += out["errors"]
         result.reused += out["reused"]
-        result.late_s = round(max(result.late_s, out["late_s"]), 3)
         if out["first_error"]:
             result.first_errors.append(out["first_error"])
-    result.rate = round(result.handshakes / seconds, 1)
+    result.rate = round(result.handshakes / statistics.mean(o["elapsed_s"] for o in outputs), 1)
     if result.handshakes:
         result.client_us_per_hs = round(sum(o["cpu_s"] for o in outputs) / result.handshakes * 1e6, 1)
         result.proxy_us_per_hs = round(proxy_used / result.handshakes * 1e6, 1)
@@ -433,11 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"before each round wait up to this long until other processes use < {QUIET_CORES} cores",
     )
     ap.add_argument("--out", default="tls-results.json", help="JSON file with every measurement")
-    ap.add_argument("--client", help=argparse.SUPPRESS)  # internal: one handshake client process
     args = ap.parse_args(argv)
-    if args.client:
-        print(json.dumps(handshake_loop(*json.loads(args.client))))
-        return 0
     if not (1 <= args.rounds <= 50 and 1 <= args.seconds <= 60 and 1 <= args.clients <= 16):
         ap.error("--rounds 1-50, --seconds 1-60, --clients 1-16")
     if missing := check_tools(need_netns=args.driver == "netns"):
