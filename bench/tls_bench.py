@@ -240,8 +240,8 @@ def measure(stack: Stack, settings: Settings, workdir: Path) -> dict[str, Any]:
     ABBA rounds: handshakes on both sides, then wrk on both sides."""
     issued = TestCA("quadriga bench CA").issue(SERVER_NAME, [SERVER_NAME])
     pem = stack.workdir / "hand-cert.pem"
+    pem.touch(mode=0o600)  # the key: readable by us only, from the start
     pem.write_text(pem_bundle(issued))
-    pem.chmod(0o600)
     ref = None if settings.quadriga_http else store_pkcs12(key_manager_url(stack.state_dir), issued)
     lb = stack.create(tls_graph(stack, ref))
     stack.wait_active(lb["id"])
