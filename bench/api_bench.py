@@ -177,6 +177,7 @@ class _MiniServer:
         self.lb_url, self.net_url = f"http://{HOST}:{self.lb_port}", f"http://{HOST}:{self.net_port}"
         cmd = [sys.executable, "-m", "quadriga", "serve", "--state-dir", str(self.state_dir), "--host", HOST]
         cmd += ["--port", str(self.lb_port), "--network-port", str(self.net_port), "--health-listen", f"{HOST}:0"]
+        cmd += ["--keymanager-port", "0"]
         cmd += self.extra_args
         if self.database_url:
             cmd += ["--database-url", self.database_url]

@@ -34,7 +34,8 @@ if [ $had_keepalived = 0 ] && [ "$(id -u)" = 0 ] && dpkg -s keepalived >/dev/nul
     update-rc.d keepalived disable >/dev/null 2>&1 || true
   fi
 fi
-[ $want_tests = 1 ] && apt_install postgresql
+# The TLS tests also use `openssl s_client` as a client.
+[ $want_tests = 1 ] && apt_install postgresql openssl
 if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
   echo "warning: HAProxy is not installed and engines cannot run: apt-get install haproxy (as root)" >&2
 fi

@@ -18,9 +18,9 @@ pg_url=$(scripts/pg.sh start "$pgdir" "$port")
 
 echo "==> pytest (SQLite)"
 pytest -q -p no:cacheprovider tests
-echo "==> pytest on PostgreSQL: the API, the clients, the health recorder and watchdog, basic, failover and pair e2e, chaos"
+echo "==> pytest on PostgreSQL: the API, the clients, the secret store, the health recorder and watchdog, basic, failover and pair e2e, chaos"
 QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
-  pytest -q -p no:cacheprovider tests/api tests/clients tests/e2e/test_basics.py \
+  pytest -q -p no:cacheprovider tests/api tests/clients tests/keymanager/test_api.py tests/e2e/test_basics.py tests/e2e/test_tls.py \
   tests/health/test_recorder.py tests/health/test_recorder_locks.py \
   tests/health/test_failover_watchdog.py tests/health/test_health_command.py \
   tests/e2e/test_auto_failover.py tests/e2e/test_active_standby.py tests/chaos

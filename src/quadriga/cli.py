@@ -50,6 +50,9 @@ def _data_plane_arguments(parser: argparse.ArgumentParser) -> None:
         help="netns (root: a namespace per engine) or loopback (VIPs in 127/8); default auto: netns where it can",
     )
     parser.add_argument("--agent-port", type=int, help="port of the in-process agent's mutual-TLS API (default 9443)")
+    parser.add_argument(
+        "--keymanager-port", type=int, help="port of the secret store's key-manager API (default 9311; 0: any free one)"
+    )
     parser.add_argument("--spare-engines", type=int, help="started, idle engines new ones adopt (default 0)")
     parser.add_argument(
         "--private-cidr", help="subnet of the `private` network created at the first start (default 10.10.0.0/24)"

@@ -13,6 +13,12 @@ Example config file:
     private_cidr = "10.10.0.0/24"  # the subnets of the networks created at the first start
     public_cidr = "172.24.4.0/24"  # (loopback driver: 127.10.0.0/24 and 127.24.4.0/24)
 
+    [keymanager]                  # the tenants' secret store (a Barbican-compatible API) at http://host:port/v1
+    port = 9311                   # 0: any free port
+    url = ""                      # a real Barbican to use instead (http://barbican:9311); then none is served
+    key_files = []                # payload encryption keys (Fernet), the first one encrypts (default:
+                                  # secrets.key in the state directory, created at the first start)
+
     [database]
     url = "postgresql://quadriga@127.0.0.1/quadriga"
 
@@ -65,6 +71,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 9876
     network_port: int = 9696
+    keymanager_port: int = 9311
+    keymanager_url: str | None = None  # a real Barbican instead of the built-in store
+    keymanager_key_files: list[str] = field(default_factory=list)  # empty: secrets.key in the state dir
     database_url: str | None = None
     auth_strategy: str = "noauth"
     default_project: str = "demo"
@@ -108,6 +117,13 @@ class Settings:
     def network_endpoint(self) -> str:
         return f"http://{self.host}:{self.network_port}/"
 
+    @property
+    def keymanager_endpoint(self) -> str:
+        """The key manager's root (clients add /v1): the configured Barbican, else the built-in store."""
+        if self.keymanager_url:
+            return self.keymanager_url.rstrip("/").removesuffix("/v1")
+        return f"http://{self.host}:{self.keymanager_port}"
+
 
 FILE_KEYS = {
     ("api", "host"): "host",
@@ -118,6 +134,9 @@ FILE_KEYS = {
     ("network", "port"): "network_port",
     ("network", "private_cidr"): "private_cidr",
     ("network", "public_cidr"): "public_cidr",
+    ("keymanager", "port"): "keymanager_port",
+    ("keymanager", "url"): "keymanager_url",
+    ("keymanager", "key_files"): "keymanager_key_files",
     ("database", "url"): "database_url",
     ("state", "dir"): "state_dir",
     ("controller", "poll_interval"): "poll_interval",
@@ -182,6 +201,7 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name} {value!r} is not a subnet: {exc}") from None
     _check_health(settings)
+    _check_keymanager(settings)
     if not 0 < settings.agent_cert_renew_days < settings.agent_cert_validity_days:
         raise ConfigError(
             f"cert_renew_days ({settings.agent_cert_renew_days}) must be above 0 and below cert_validity_days "
@@ -223,15 +243,32 @@ def _check_health(settings: Settings) -> None:
         raise ConfigError("[health] breaker_share must be in (0, 1] and breaker_min at least 1")
 
 
+def _check_keymanager(settings: Settings) -> None:
+    port = settings.keymanager_port
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+        raise ConfigError(f"[keymanager] port must be a port number (0: any free one), not {port!r}")
+    settings.keymanager_url = settings.keymanager_url or None
+    if settings.keymanager_url and not str(settings.keymanager_url).startswith(("http://", "https://")):
+        raise ConfigError(f"[keymanager] url must be an http:// or https:// URL, not {settings.keymanager_url!r}")
+    if not isinstance(settings.keymanager_key_files, list):
+        raise ConfigError("[keymanager] key_files must be a list of file names")
+
+
 def clouds_yaml(settings: Settings) -> str:
-    """The clouds.yaml that points the OpenStack clients at this quadriga."""
+    """The clouds.yaml that points the OpenStack clients at this quadriga.
+
+    `auth.endpoint` is the key manager's /v1: python-barbicanclient's `openstack secret` commands ignore
+    key_manager_endpoint_override and, with auth_type none, send every request under that endpoint; the
+    load-balancer and networking clients follow their overrides, and openstacksdk follows
+    key_manager_endpoint_override (with or without /v1: it discovers the version)."""
     return (
         "clouds:\n"
         "  quadriga:\n"
         "    auth_type: none\n"
         "    auth:\n"
-        f"      endpoint: {settings.lb_endpoint}\n"
+        f"      endpoint: {settings.keymanager_endpoint}/v1\n"
         f"    load_balancer_endpoint_override: {settings.lb_endpoint}\n"
         f"    network_endpoint_override: {settings.network_endpoint}\n"
+        f"    key_manager_endpoint_override: {settings.keymanager_endpoint}/v1\n"
         "    region_name: RegionOne\n"
     )

@@ -1,4 +1,5 @@
-"""`quadriga serve`: the embedded shape — the load-balancer API, the networking API, the controller (the
+"""`quadriga serve`: the embedded shape — the load-balancer API, the networking API, the tenants' secret store
+(a Barbican-compatible key-manager API, unless a real Barbican is configured), the controller (the
 reconciler, the failover watchdog, housekeeping), a health receiver and an agent with its engines, in one
 process, sharing one database. The controller reaches the agent over its mutual-TLS API, exactly as it
 reaches an agent on another host, and the agent sends its heartbeats over UDP to the receiver (and to any
@@ -34,6 +35,7 @@ from quadriga.certs.pki import (
     not_after,
     pki_dir,
 )
+from quadriga.certs.tls import TLSLoader, TLSMaterial
 from quadriga.config import Settings, clouds_yaml, host_port
 from quadriga.controller.certificates import CertificateRotation
 from quadriga.controller.failover import FailoverWatchdog
@@ -42,6 +44,10 @@ from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.health.service import HealthService, reachable
+from quadriga.keymanager import Secrets, secrets_for
+from quadriga.keymanager.api import create_app as create_keymanager_app
+from quadriga.keymanager.crypto import KeyFileError
+from quadriga.keymanager.store import LocalSecrets
 from quadriga.network import embedded
 from quadriga.network.api import create_app as create_network_app
 from quadriga.network.drivers.netns import instance_for
@@ -93,10 +99,11 @@ class DataPlane:
         given = {"private": settings.private_cidr, "public": settings.public_cidr}
         return cidrs | {name: cidr for name, cidr in given.items() if cidr}
 
-    def providers(self, db: Database, settings: Settings) -> dict[str, ProviderDriver]:
+    def providers(self, db: Database, settings: Settings, tls: TLSMaterial) -> dict[str, ProviderDriver]:
         engine = EngineProvider(
             db,
             self.agents,
+            tls=tls,
             check_vip=self.host.driver.check_vip,
             cert_expiration=self._cert_expiration,
             active_standby_unavailable=self.active_standby_unavailable(),
@@ -148,6 +155,24 @@ class DataPlane:
         self.host.stop()
 
 
+def bind_keymanager(settings: Settings) -> socket.socket:
+    """The key manager's listening socket, bound before the clouds.yaml is written so that port 0 (any
+    free port) is known by then; `settings.keymanager_port` becomes the bound port."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.keymanager_port, type=socket.SOCK_STREAM
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise SystemExit(
+            f"quadriga: the key manager cannot listen on {settings.host}:{settings.keymanager_port}: {exc}"
+        ) from None
+    settings.keymanager_port = sock.getsockname()[1]
+    return sock
+
+
 def prepare_database(settings: Settings, cidrs: dict[str, str] = embedded.DEFAULT_CIDRS) -> Database:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
@@ -163,6 +188,9 @@ async def _serve(
     reconciler: Reconciler,
     ready: Callable[[], None] | None,
     sender: HeartbeatSender,
+    secrets: Secrets,
+    keymanager_socket: socket.socket | None,
+    tls: TLSMaterial,
 ) -> None:
     authenticator = make_authenticator(settings.auth_strategy, settings.default_project)
     providers = reconciler.providers
@@ -174,6 +202,7 @@ async def _serve(
         wake=reconciler.wake,
         quota_defaults=dict(settings.quota_defaults),
         enforce_quotas=settings.auth_strategy != "noauth",
+        tls=tls,
     )
     servers = [
         _Server(
@@ -189,6 +218,11 @@ async def _serve(
             )
         ),
     ]
+    sockets: list[list[socket.socket] | None] = [None, None]
+    if isinstance(secrets, LocalSecrets) and keymanager_socket is not None:
+        app = create_keymanager_app(secrets, authenticator, wake=reconciler.wake)
+        servers.append(_Server(uvicorn.Config(app, log_config=None, access_log=False)))
+        sockets.append([keymanager_socket])
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -216,7 +250,9 @@ async def _serve(
         if ready is not None:
             threading.Thread(target=ready, name="ready", daemon=True).start()
 
-    await asyncio.gather(announce(), *(server.serve() for server in servers))
+    await asyncio.gather(
+        announce(), *(server.serve(sockets=socks) for server, socks in zip(servers, sockets, strict=True))
+    )
     if not all(server.started for server in servers):
         raise SystemExit("quadriga: a listener could not start (is the port in use?); see the log above")
 
@@ -230,9 +266,17 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     except Exception:
         dataplane.stop()
         raise
+    try:
+        secrets = secrets_for(settings, db)
+        keymanager_socket = None if settings.keymanager_url else bind_keymanager(settings)
+    except (KeyFileError, SystemExit) as exc:
+        dataplane.stop()
+        db.dispose()
+        raise SystemExit(str(exc) if isinstance(exc, SystemExit) else f"quadriga: {exc}") from None
+    tls = TLSLoader(secrets)  # the API checks refs and the controller reads them through the same loader
     reconciler = Reconciler(
         db,
-        dataplane.providers(db, settings),
+        dataplane.providers(db, settings, tls),
         poll_interval=settings.poll_interval,
         owner=f"serve@{socket.gethostname()}:{instance_for(settings.state_dir)}",
     )
@@ -270,13 +314,17 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         db.engine.url.render_as_string(hide_password=True),
         settings.auth_strategy,
     )
+    if settings.keymanager_url:
+        log.info("key manager: the Barbican at %s (none served here)", settings.keymanager_endpoint)
+    else:
+        log.info("serving key-manager API (secret store) on %s/v1", settings.keymanager_endpoint)
     dataplane.start_heartbeats(settings, health)
     reconciler.start()
     watchdog.start()
     housekeeping.start()
     try:
         assert dataplane.sender is not None
-        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender))
+        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls))
     finally:
         housekeeping.stop()
         watchdog.stop()

@@ -7,11 +7,6 @@ that directory (found through /proc/<pid>/cmdline, so nothing else is touched) a
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,8 +15,7 @@ import pytest
 from quadriga.agent.agent import Agent
 from quadriga.engine.regex import haproxy_binary
 from quadriga.network.drivers.loopback import LoopbackDriver
-from tests.agent.helpers import OPTIONS, Backend
-from tests.support.dataplane import haproxy_pids
+from tests.agent.helpers import OPTIONS, Backend, engines_state_dir
 
 
 @pytest.fixture(scope="session")
@@ -34,16 +28,8 @@ def haproxy() -> str:
 
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="qa-"))
-    try:
+    with engines_state_dir() as directory:
         yield directory
-    finally:
-        leftovers = haproxy_pids(directory)
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(directory, ignore_errors=True)
-        assert not leftovers, f"haproxy processes {leftovers} outlived the test"
 
 
 @pytest.fixture

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import shutil
+import signal
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,12 +19,29 @@ import pytest
 from quadriga import backends
 from quadriga.engine import spec as s
 from quadriga.engine.render import RenderOptions
+from tests.support.dataplane import haproxy_pids
 
 OPTIONS = RenderOptions(max_connections=4000, hard_stop_after_s=10)
 PORT = 8080
 # A /16 of its own per test process, one VIP per engine: engines of two tests never share an address.
 _VIP_NET = 200 + os.getpid() % 50
 _vip_counter = itertools.count(1)
+
+
+@contextlib.contextmanager
+def engines_state_dir() -> Iterator[Path]:
+    """A short state directory for agents (unix socket paths are limited to 107 bytes), removed afterwards;
+    any HAProxy still running with a config from it is killed and fails the test."""
+    directory = Path(tempfile.mkdtemp(prefix="qa-"))
+    try:
+        yield directory
+    finally:
+        leftovers = haproxy_pids(directory)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(directory, ignore_errors=True)
+        assert not leftovers, f"haproxy processes {leftovers} outlived the test"
 
 
 # --- backends ----------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from quadriga.engine.render import EMPTY_SERVER_STATE
 from tests.agent.helpers import listener, make_spec
 
 VIP = "127.0.0.9"
+EXTRA = Path("/nonexistent/files")  # runtime_steps only names TLS files; these specs have none
 
 
 def m(name: str, port: int = 9000, **kw) -> s.MemberSpec:
@@ -35,7 +36,7 @@ def test_member_changes_become_runtime_steps_adds_first_deletes_last() -> None:
     before = make_spec(VIP, [m("a"), m("b"), m("c")])
     after = make_spec(VIP, [m("a", weight=5), m("b", admin_state_up=False), m("d")], revision=2)
 
-    steps = runtime_steps(before, after)
+    steps = runtime_steps(before, after, EXTRA)
 
     assert names(steps) == [
         ("add_server", "d"),
@@ -56,14 +57,14 @@ def test_member_changes_become_runtime_steps_adds_first_deletes_last() -> None:
 
 def test_a_checked_pool_enables_the_checks_of_an_added_member() -> None:
     hm = s.HealthMonitorSpec(type="TCP", delay=1, timeout=1, max_retries=1)
-    steps = runtime_steps(make_spec(VIP, [], monitor=hm), make_spec(VIP, [m("a")], revision=2, monitor=hm))
+    steps = runtime_steps(make_spec(VIP, [], monitor=hm), make_spec(VIP, [m("a")], revision=2, monitor=hm), EXTRA)
     assert names(steps) == [("add_server", "a"), ("enable_health", "a"), ("set_state", "a")]
 
 
 def test_every_backend_of_a_pool_gets_the_change() -> None:
     listeners = [listener(), listener("alt", 8081)]
     steps = runtime_steps(
-        make_spec(VIP, [m("a")], listeners=listeners), make_spec(VIP, [m("a", weight=3)], listeners=listeners)
+        make_spec(VIP, [m("a")], listeners=listeners), make_spec(VIP, [m("a", weight=3)], listeners=listeners), EXTRA
     )
     assert [st.keywords["backend"] for st in steps] == ["pool:http", "pool:alt"]
 
@@ -79,11 +80,11 @@ def test_every_backend_of_a_pool_gets_the_change() -> None:
     ],
 )
 def test_other_changes_need_a_reload(after: s.EngineSpec) -> None:
-    assert runtime_steps(make_spec(VIP, [m("a")]), after) is None
+    assert runtime_steps(make_spec(VIP, [m("a")]), after, EXTRA) is None
 
 
 def test_the_same_spec_needs_no_step() -> None:
-    assert runtime_steps(make_spec(VIP, [m("a")]), make_spec(VIP, [m("a")], revision=9)) == []
+    assert runtime_steps(make_spec(VIP, [m("a")]), make_spec(VIP, [m("a")], revision=9), EXTRA) == []
 
 
 # --- carried_state -------------------------------------------------------------------------------------------------
@@ -111,6 +112,17 @@ def test_a_reload_carries_the_health_of_unchanged_checked_members_only() -> None
     # a: same address and checks, so its health (down) carries, but not its runtime maintenance and weight;
     # b moved to another port and c is gone.
     assert carried == ["1", HEADER, state_row("a", 0, 0, 1)]
+
+
+def test_health_does_not_carry_over_a_change_of_the_pools_tls() -> None:
+    hm = s.HealthMonitorSpec(type="HTTPS", delay=1, timeout=1, max_retries=1)
+    served = make_spec(VIP, [m("a")], monitor=hm)
+    state = "\n".join(["1", HEADER, state_row("a", 2, 0, 1)]) + "\n"
+    assert carried_state(state, served, served.model_copy(update={"revision": 2})).splitlines()[2:] == [
+        state_row("a", 2, 0, 1)
+    ]
+    tls = served.pools[0].model_copy(update={"tls": s.PoolTLSSpec()})
+    assert carried_state(state, served, served.model_copy(update={"pools": (tls,)})).splitlines() == ["1", HEADER]
 
 
 def test_without_checks_or_a_served_spec_nothing_carries() -> None:

@@ -715,6 +715,11 @@ RULE_CASES = [
     # L7 rules and policies
     case("POST", RULES, _rule(type="HEADER", compare_type="EQUAL_TO", value="x"), id="header-rule-without-key"),
     case("POST", RULES, _rule(type="COOKIE", compare_type="EQUAL_TO", value="x"), id="cookie-rule-without-key"),
+    case("POST", RULES, _rule(type="SSL_VERIFY_RESULT", compare_type="EQUAL_TO", value="\u0663"), id="verify-arabic"),
+    case("POST", RULES, _rule(type="SSL_VERIFY_RESULT", compare_type="EQUAL_TO", value="\u00b2"), id="verify-sup"),
+    case("POST", RULES, _rule(type="SSL_VERIFY_RESULT", compare_type="STARTS_WITH", value="1"), id="verify-compare"),
+    case("POST", RULES, _rule(type="SSL_CONN_HAS_CERT", compare_type="EQUAL_TO", value="yes"), id="has-cert-value"),
+    case("POST", RULES, _rule(type="SSL_DN_FIELD", compare_type="EQUAL_TO", value="x", key="NOPE"), id="dn-field-key"),
     case("POST", RULES, _rule(type="FILE_TYPE", compare_type="STARTS_WITH", value="jpg"), id="file_type-starts_with"),
     case("PUT", RULES + "/{rule}", {"rule": {"type": "FILE_TYPE"}}, id="file_type-put-starts_with"),
     case("PUT", RULES + "/{rule}", {"rule": {"type": "HEADER"}}, id="header-put-without-key"),

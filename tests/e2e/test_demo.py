@@ -19,6 +19,7 @@ READY = "quadriga demo runs until Ctrl-C."
 def test_demo_shows_three_backends_and_cleans_up_on_ctrl_c():
     cidr = "127.233.0.0/24" if network_driver() == "loopback" else "10.233.0.0/24"
     cmd = [sys.executable, "-m", "quadriga", "demo", "--port", str(free_port()), "--network-port", str(free_port())]
+    cmd += ["--keymanager-port", "0"]
     cmd += ["--agent-port", str(free_port()), "--private-cidr", cidr, "--network-driver", network_driver()]
     cmd += ["--health-listen", "127.0.0.1:0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=scrubbed_env())

@@ -8,11 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from quadriga.certs.tls import CertificateError, TLSBundle
 from quadriga.db import models as m
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.engine import spec as s
 from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
+from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
+from quadriga.providers.base import ApplyError, RejectedChange
+from quadriga.providers.engine import EngineProvider
+from tests.support.scripted_agent import ScriptedAgent
 
 PROJECT = "project-a"
 T0 = dt.datetime(2024, 1, 1)
@@ -316,7 +321,8 @@ def test_admin_down_load_balancer_is_carried_over(db):
 
 
 def _minimal(db: Database, **objects) -> str:
-    """A load balancer with one listener and one pool; `objects` override their fields."""
+    """A load balancer with one listener and one pool; `objects` override their fields (and add a health
+    monitor, or a REJECT policy with one `rule` or several `rules`)."""
     with db.write() as session:
         t = Tree(session)
         lb = t.add(m.LoadBalancer, provider="engine", vip_address="10.0.0.10")
@@ -333,22 +339,26 @@ def _minimal(db: Database, **objects) -> str:
         )
         if "monitor" in objects:
             t.add(m.HealthMonitor, pool_id=pool.id, **objects["monitor"])
-        if "rule" in objects:
+        rules = objects.get("rules", [objects["rule"]] if "rule" in objects else [])
+        if rules:
             policy = t.add(m.L7Policy, listener_id=li.id, action="REJECT", position=1)
-            t.add(m.L7Rule, l7policy_id=policy.id, **objects["rule"])
+            for rule in rules:
+                t.add(m.L7Rule, l7policy_id=policy.id, **rule)
         return lb.id
 
 
 @pytest.mark.parametrize(
     ("objects", "message"),
     [
-        ({"listener": {"protocol": "TERMINATED_HTTPS"}}, "TERMINATED_HTTPS comes with TLS support"),
+        (
+            {"listener": {"protocol": "TERMINATED_HTTPS", "default_tls_container_ref": "https://km/v1/secrets/x"}},
+            "no key manager to read certificates from",
+        ),
         ({"listener": {"protocol": "UDP"}, "pool": {"protocol": "UDP"}}, "UDP is not supported"),
         ({"listener": {"protocol": "SCTP"}, "pool": {"protocol": "SCTP"}}, "SCTP is not supported"),
-        ({"pool": {"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True}}, "TLS to members"),
         (
-            {"rule": {"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "True"}},
-            "SSL_CONN_HAS_CERT comes with TLS support",
+            {"pool": {"protocol": "HTTP", "lb_algorithm": "SOURCE_IP", "tls_enabled": True, "tls_container_ref": "r"}},
+            "no key manager",
         ),
         (
             {"monitor": {"type": "UDP-CONNECT", "delay": 5, "timeout": 3, "max_retries": 2}},
@@ -368,3 +378,193 @@ def test_minimal_tree(db):
     (pool,) = spec.pools
     assert li.default_pool_id == pool.id
     assert pool.members == () and pool.health_monitor is None and pool.session_persistence is None
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+class FakeTLS:
+    """TLSMaterial over a dict of refs: what the key manager and the loader would have returned."""
+
+    def __init__(self, refs: dict[str, object]) -> None:
+        self.refs = refs
+        self.asked: list[tuple[str, str, str]] = []
+
+    def _get(self, kind: str, ref: str, project_id: str) -> object:
+        self.asked.append((kind, ref, project_id))
+        if ref not in self.refs:
+            raise CertificateError(f"Secret {ref} does not exist.")
+        return self.refs[ref]
+
+    def certificate(self, ref: str, project_id: str) -> TLSBundle:
+        return self._get("certificate", ref, project_id)  # type: ignore[return-value]
+
+    def ca_certificates(self, ref: str, project_id: str) -> str:
+        return self._get("ca", ref, project_id)  # type: ignore[return-value]
+
+    def crl(self, ref: str, project_id: str) -> str:
+        return self._get("crl", ref, project_id)  # type: ignore[return-value]
+
+
+WWW = TLSBundle("CERT www\n", "KEY www\n", ("CHAIN\n",), ("www.example.com",))
+API = TLSBundle("CERT api\n", "KEY api\n", (), ("api.example.com", "*.api.example.com"))
+CLIENT = TLSBundle("CERT client\n", "KEY client\n")
+TLS_REFS = {
+    "ref-www": WWW,
+    "ref-www-again": WWW,  # the same content under another ref: one file
+    "ref-api": API,
+    "ref-client": CLIENT,
+    "ref-ca": "CA PEM\n",
+    "ref-crl": "CRL PEM\n",
+}
+
+
+def _tls_tree(db: Database, **listener: object) -> str:
+    """A TERMINATED_HTTPS listener and a re-encrypting pool using every TLS field; returns the load balancer id."""
+    pool = {
+        "tls_enabled": True,
+        "tls_container_ref": "ref-client",
+        "ca_tls_container_ref": "ref-ca",
+        "crl_container_ref": "ref-crl",
+        "tls_versions": ["TLSv1.3"],
+        "tls_ciphers": "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "alpn_protocols": ["http/1.1"],
+    }
+    tls_listener = {
+        "protocol": "TERMINATED_HTTPS",
+        "protocol_port": 443,
+        "default_tls_container_ref": "ref-www",
+        "sni_container_refs": ["ref-api", "ref-www-again"],
+        "client_authentication": "MANDATORY",
+        "client_ca_tls_container_ref": "ref-ca",
+        "client_crl_container_ref": "ref-crl",
+        "tls_versions": ["TLSv1.2", "TLSv1.3"],
+        "alpn_protocols": ["h2", "http/1.1"],
+        "hsts_max_age": 31536000,
+        "hsts_include_subdomains": True,
+        "insert_headers": {"X-SSL-Client-CN": "true", "X-SSL-Client-Verify": "true"},
+    }
+    rules = [
+        {"type": "SSL_CONN_HAS_CERT", "compare_type": "EQUAL_TO", "value": "True"},
+        {"type": "SSL_VERIFY_RESULT", "compare_type": "EQUAL_TO", "value": "0"},
+        {"type": "SSL_DN_FIELD", "compare_type": "EQUAL_TO", "key": "CN", "value": "bob"},
+    ]
+    return _minimal(db, pool=pool, listener=tls_listener | listener, rules=rules)
+
+
+def test_tls_refs_become_certificate_files_named_by_their_content(db):
+    lb_id = _tls_tree(db)
+    tls = FakeTLS(TLS_REFS)
+    with db.read() as session:
+        spec = spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), tls)
+    files = {cert.id: cert for cert in spec.certificates}
+    # Five distinct contents: www (twice under two refs), api, the client certificate, the CA, the CRL.
+    assert sorted(cert.kind for cert in files.values()) == ["ca", "certificate", "certificate", "certificate", "crl"]
+    (li,) = spec.listeners
+    (pool,) = spec.pools
+    www = files[li.tls.default_certificate]
+    assert www.pem == "CERT www\nCHAIN\nKEY www\n" and www.names == ("www.example.com",)
+    assert [files[i].names for i in li.tls.sni_certificates] == [API.names, WWW.names]
+    assert li.tls.sni_certificates[1] == li.tls.default_certificate
+    assert files[li.tls.client_ca].pem == "CA PEM\n" and files[li.tls.client_crl].pem == "CRL PEM\n"
+    assert li.tls.client_ca == pool.tls.ca and li.tls.client_crl == pool.tls.crl  # one file for both
+    assert files[pool.tls.certificate].pem == "CERT client\nKEY client\n"
+    assert li.tls.model_dump(exclude={"default_certificate", "sni_certificates", "client_ca", "client_crl"}) == {
+        "versions": ("TLSv1.2", "TLSv1.3"),
+        "ciphers": None,
+        "alpn_protocols": ("h2", "http/1.1"),
+        "client_authentication": "MANDATORY",
+        "hsts_max_age": 31536000,
+        "hsts_include_subdomains": True,
+        "hsts_preload": False,
+    }
+    assert (pool.tls.versions, pool.tls.ciphers, pool.tls.alpn_protocols) == (
+        ("TLSv1.3",),
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ("http/1.1",),
+    )
+    assert li.insert_headers == ("X-SSL-Client-CN", "X-SSL-Client-Verify")
+    assert [(r.type, r.key, r.value) for r in li.l7policies[0].rules] == [
+        ("SSL_CONN_HAS_CERT", None, "True"),
+        ("SSL_VERIFY_RESULT", None, "0"),
+        ("SSL_DN_FIELD", "CN", "bob"),
+    ]
+    # Every ref is read once, for the project of the object that holds it.
+    assert len(tls.asked) == len(set(tls.asked)) == 6
+    assert {project for _, _, project in tls.asked} == {PROJECT}
+    # The same content gives the same spec: a rebuild changes no file name (no reload).
+    with db.read() as session:
+        assert spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), FakeTLS(TLS_REFS)) == spec
+
+
+def test_renewed_content_behind_a_ref_gets_a_new_file_name(db):
+    lb_id = _tls_tree(db)
+    renewed = TLS_REFS | {"ref-www": TLSBundle("CERT www 2\n", "KEY www 2\n", (), WWW.names)}
+    with db.read() as session:
+        lb = session.get(m.LoadBalancer, lb_id)
+        before, after = spec_from_loadbalancer(lb, FakeTLS(TLS_REFS)), spec_from_loadbalancer(lb, FakeTLS(renewed))
+    assert before.listeners[0].tls.default_certificate != after.listeners[0].tls.default_certificate
+    assert before.pools[0].tls == after.pools[0].tls
+
+
+def test_a_bad_ref_is_the_loaders_error(db):
+    lb_id = _tls_tree(db, sni_container_refs=["ref-missing"])
+    with db.read() as session, pytest.raises(CertificateError, match="ref-missing does not exist"):
+        spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), FakeTLS(TLS_REFS))
+
+
+def test_a_terminated_https_listener_without_a_default_certificate_is_refused(db):
+    lb_id = _tls_tree(db, default_tls_container_ref=None)
+    with db.read() as session, pytest.raises(UnsupportedFeature, match="needs a default_tls_container_ref"):
+        spec_from_loadbalancer(session.get(m.LoadBalancer, lb_id), FakeTLS(TLS_REFS))
+
+
+def test_a_tls_pool_without_refs_needs_no_key_manager(db):
+    lb_id = _minimal(db, pool={"protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True})
+    (pool,) = build(db, lb_id).pools
+    assert pool.tls == s.PoolTLSSpec()
+
+
+# --- the provider's use of it ----------------------------------------------------------------------
+
+
+class Refusing(FakeTLS):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(TLS_REFS)
+        self.error = error
+
+    def crl(self, ref: str, project_id: str) -> str:
+        raise self.error
+
+
+def _apply(db: Database, lb_id: str, tls) -> ScriptedAgent:
+    agent = ScriptedAgent()
+    provider = EngineProvider(db, {"agent-1": agent}, tls=tls)
+    with db.read() as session:
+        provider.apply(session.get(m.LoadBalancer, lb_id))
+    return agent
+
+
+def test_the_provider_pushes_the_certificates_it_read(db):
+    lb_id = _tls_tree(db)
+    agent = _apply(db, lb_id, FakeTLS(TLS_REFS))
+    ((_, spec),) = agent.applied
+    assert len(spec.certificates) == 5 and spec.listeners[0].tls is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "message"),
+    [
+        (CertificateError("The CRL does not parse."), RejectedChange, "The CRL does not parse."),
+        (SecretNotFound("ref-crl"), RejectedChange, "TLS secret of load balancer .* is gone: ref-crl"),
+        (KeyManagerUnavailable("connection refused"), ApplyError, "key manager is unavailable: connection refused"),
+    ],
+)
+def test_unusable_tls_material_never_reaches_an_engine(db, error, raised, message):
+    lb_id = _tls_tree(db)
+    agent = ScriptedAgent()
+    provider = EngineProvider(db, {"agent-1": agent}, tls=Refusing(error))
+    with db.read() as session, pytest.raises(raised, match=message) as caught:
+        provider.apply(session.get(m.LoadBalancer, lb_id))
+    assert (raised is ApplyError) == (type(caught.value) is ApplyError)  # unavailable: retried, not rejected
+    assert agent.applied == []

@@ -391,9 +391,13 @@ def test_a_policy_with_fifty_rules(check):
     check(engine((li, li2), (p, p2)))
 
 
-def test_ssl_rule_types_are_refused_by_the_spec():
+@pytest.mark.parametrize(
+    ("rule_type", "compare_type", "value"),
+    [("SSL_CONN_HAS_CERT", "STARTS_WITH", "True"), ("SSL_VERIFY_RESULT", "EQUAL_TO", "0 or 1")],
+)
+def test_ssl_rules_the_engine_cannot_compare_are_refused_by_the_spec(rule_type, compare_type, value):
     with pytest.raises(pydantic.ValidationError):
-        s.L7RuleSpec(id="r", type="SSL_CONN_HAS_CERT", compare_type="EQUAL_TO", value="True")
+        s.L7RuleSpec(id="r", type=rule_type, compare_type=compare_type, value=value)
 
 
 # --- pools -----------------------------------------------------------------------------------------
@@ -626,12 +630,14 @@ def test_every_combination_of_protocols_algorithms_persistence_and_monitors(chec
     assert config.count("\nbackend ") == len(pools) > 700
 
 
-def test_server_params_match_the_rendered_server_lines(check):
+def test_server_params_match_the_rendered_server_lines(check, tmp_path):
     p = pool("PROXYV2", health_monitor=hm("HTTPS"), session_persistence=s.SessionPersistenceSpec(type="HTTP_COOKIE"))
     li = listener(default_pool=p)
     be = section(check(engine((li,), (p,))), f"backend {p.id}:{li.id}")
+    extra_dir = EnginePaths.under(tmp_path).extra_dir
     for m in p.members:
-        line = f"server {m.id} {m.address}:{m.protocol_port} " + " ".join(server_params(p, m, listener_protocol="HTTP"))
+        params = server_params(p, m, extra_dir=extra_dir, listener_protocol="HTTP")
+        line = f"server {m.id} {m.address}:{m.protocol_port} " + " ".join(params)
         assert line in be
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from quadriga.api.app import create_app
 from quadriga.api.auth import make_authenticator
 from quadriga.api.common import Services
+from quadriga.certs.tls import TLSMaterial
 from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
@@ -119,7 +120,9 @@ def make_api(
     auth: str = "noauth",
     quotas: dict | None = None,
     extra_providers: Callable[[Database], dict[str, ProviderDriver]] | None = None,
+    tls: TLSMaterial | None = None,
 ) -> Iterator[Api]:
+    """An Api over a fresh database; `tls` checks certificate refs (None: refs are stored unchecked)."""
     db = _database(tmp_path)
     upgrade(db.engine)
     with db.write() as s:
@@ -136,6 +139,7 @@ def make_api(
         wake=reconciler.wake,
         quota_defaults=defaults,
         enforce_quotas=auth != "noauth",
+        tls=tls,
     )
     reconciler.start()
     try:

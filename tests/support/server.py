@@ -207,6 +207,7 @@ class QuadrigaServer:
         self.lb_port: int | None = None
         self.net_port: int | None = None
         self.agent_port: int | None = None
+        self.km_port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self._log: IO[bytes] | None = None
@@ -223,6 +224,12 @@ class QuadrigaServer:
         """Base URL of the networking API, without a trailing slash."""
         self._require_ports()
         return f"http://{self.host}:{self.net_port}"
+
+    @property
+    def keymanager_url(self) -> str:
+        """Root of the key-manager API (the secret store), without /v1 and without a trailing slash."""
+        self._require_ports()
+        return f"http://{self.host}:{self.km_port}"
 
     @property
     def log_path(self) -> Path:
@@ -244,12 +251,14 @@ class QuadrigaServer:
 
     # -- clients ---------------------------------------------------------------------------------
     def cloud_config(self) -> dict[str, Any]:
-        """The clouds.yaml entry for this server (auth_type none, explicit endpoint overrides)."""
+        """The clouds.yaml entry for this server (auth_type none, explicit endpoint overrides), as `serve`
+        prints it: the auth endpoint is the key manager's, which python-barbicanclient uses."""
         return {
             "auth_type": "none",
-            "auth": {"endpoint": self.lb_url},
+            "auth": {"endpoint": self.keymanager_url + "/v1"},
             "load_balancer_endpoint_override": self.lb_url,
             "network_endpoint_override": self.net_url + "/",
+            "key_manager_endpoint_override": self.keymanager_url + "/v1",
             "region_name": "RegionOne",
         }
 
@@ -297,6 +306,8 @@ class QuadrigaServer:
             str(self.net_port),
             "--agent-port",
             str(self.agent_port),
+            "--keymanager-port",
+            str(self.km_port),
             "--health-listen",  # a free UDP port per server, picked by the kernel (servers run side by side)
             f"{self.host}:0",
         ]
@@ -343,6 +354,9 @@ class QuadrigaServer:
                 self.agent_port = free_port(self.host)
                 while self.agent_port in (self.lb_port, self.net_port):
                     self.agent_port = free_port(self.host)
+                self.km_port = free_port(self.host)
+                while self.km_port in (self.lb_port, self.net_port, self.agent_port):
+                    self.km_port = free_port(self.host)
                 try:
                     self._spawn_and_wait()
                     return self

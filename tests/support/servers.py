@@ -86,12 +86,17 @@ class TlsBackend(Backend):
     of every handshake (`server_names`), so a test can see what an HTTPS health check sent. The handshake
     runs in the request's thread: a client that connects and never speaks TLS (a TCP check) blocks nothing."""
 
-    def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, name: str, address: str = "127.0.0.1", port: int = 0, *, certificate: SelfSigned | None = None
+    ) -> None:
         super().__init__(name, address, port)
-        self.certificate = self_signed(name)
+        self.certificate = certificate or self_signed(name)
         self.context = server_context(self.certificate)
         self.context.sni_callback = self._record_sni
         self.server_names: collections.deque[str | None] = collections.deque(maxlen=200)
+        # The client certificates of the handshakes (an empty dict for none, or when none is asked for: set
+        # `context.verify_mode` and load a CA to ask for them).
+        self.client_certificates: collections.deque[dict] = collections.deque(maxlen=200)
 
     def _record_sni(self, _sock: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
         self.server_names.append(server_name)
@@ -102,6 +107,7 @@ class TlsBackend(Backend):
             tls = self.context.wrap_socket(request, server_side=True)
         except OSError:  # not TLS, or a check that hangs up after the handshake starts
             return
+        self.client_certificates.append(tls.getpeercert() or {})
         try:
             super().finish_request(tls, client_address)
         except OSError:  # the client went away mid-request: nothing to answer

@@ -93,3 +93,20 @@ def test_quadriga_health_refuses_a_missing_key_file_and_exits_2(tmp_path):
     cmd = [sys.executable, "-m", "quadriga", "health", "--config", str(path), "--state-dir", str(tmp_path)]
     result = subprocess.run(cmd + ["--health-listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "nope.key" in result.stderr
+
+
+def test_keymanager_settings_and_clouds_yaml(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text('[keymanager]\nport = 9400\nkey_files = ["/k/new.key", "/k/old.key"]\n')
+    settings = config.load(path, {"state_dir": tmp_path})
+    assert settings.keymanager_port == 9400 and settings.keymanager_key_files == ["/k/new.key", "/k/old.key"]
+    text = config.clouds_yaml(settings)
+    # python-barbicanclient takes the auth endpoint, openstacksdk the override.
+    assert "endpoint: http://127.0.0.1:9400/v1\n" in text
+    assert "key_manager_endpoint_override: http://127.0.0.1:9400/v1\n" in text
+    remote = config.load(None, {"state_dir": tmp_path, "keymanager_url": "http://barbican.test:9311/v1/"})
+    assert "key_manager_endpoint_override: http://barbican.test:9311/v1\n" in config.clouds_yaml(remote)
+    with pytest.raises(config.ConfigError, match="port"):
+        config.load(None, {"state_dir": tmp_path, "keymanager_port": 70000})
+    with pytest.raises(config.ConfigError, match="url"):
+        config.load(None, {"state_dir": tmp_path, "keymanager_url": "barbican:9311"})

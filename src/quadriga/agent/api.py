@@ -45,7 +45,8 @@ from quadriga.network.drivers.base import NetworkError
 
 log = logging.getLogger("quadriga.agent")
 
-MAX_BODY = 1024 * 1024
+# An engine spec carries its TLS files (certificates with their chains, CA bundles, CRLs, which can be large).
+MAX_BODY = 16 * 1024 * 1024
 # TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are not affected by this list).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 

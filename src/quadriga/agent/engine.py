@@ -156,7 +156,7 @@ class Engine:
 
     def _apply_at_runtime(self, current: EngineSpec, spec: EngineSpec) -> bool:
         """True when the runtime API applied the whole change; False when it needs a reload."""
-        steps = runtime_steps(current, spec)
+        steps = runtime_steps(current, spec, self.haproxy.paths.extra_dir)
         if steps is None:
             return False
         try:
@@ -319,10 +319,12 @@ class Engine:
 # --- member changes through the runtime API ------------------------------------------------------------
 
 
-def runtime_steps(current: EngineSpec, spec: EngineSpec) -> list[RuntimeStep] | None:
+def runtime_steps(current: EngineSpec, spec: EngineSpec, extra_dir: Path) -> list[RuntimeStep] | None:
     """The runtime API calls that turn `current` into `spec`, or None when more than members changed
     (or a member changed more than its weight and admin state) and a reload is needed. New members are
-    added first and removed ones deleted last, so capacity never dips during the change."""
+    added first and removed ones deleted last, so capacity never dips during the change. `extra_dir` holds
+    the TLS files a new member's server line names (HAProxy has them loaded already when another server of
+    the pool uses them; otherwise `add server` fails and the change is reloaded instead)."""
     if _without_members(current) != _without_members(spec):
         return None
     adds: list[RuntimeStep] = []
@@ -334,7 +336,7 @@ def runtime_steps(current: EngineSpec, spec: EngineSpec) -> list[RuntimeStep] | 
         for member in pool.members:
             old = before.pop(member.id, None)
             if old is None:
-                adds += _add_member(pool, member, backends)
+                adds += _add_member(pool, member, backends, extra_dir)
             elif old != member:
                 if old.model_copy(update={"weight": member.weight, "admin_state_up": member.admin_state_up}) != member:
                     return None  # address, port, backup or monitor settings: only a reload changes those
@@ -360,14 +362,16 @@ def _admin_state(pool: PoolSpec, member: MemberSpec) -> str:
     return "ready" if member.admin_state_up and pool.admin_state_up else "maint"
 
 
-def _add_member(pool: PoolSpec, member: MemberSpec, backends: list[tuple[str, str]]) -> list[RuntimeStep]:
+def _add_member(
+    pool: PoolSpec, member: MemberSpec, backends: list[tuple[str, str]], extra_dir: Path
+) -> list[RuntimeStep]:
     # HAProxy creates a dynamic server in maintenance with its checks off.
     host = f"[{member.address}]" if ":" in member.address else member.address
     address = f"{host}:{member.protocol_port}"
     checked = pool.health_monitor is not None and pool.health_monitor.admin_state_up
     steps: list[RuntimeStep] = []
     for backend, protocol in backends:
-        params = server_params(pool, member, listener_protocol=protocol)
+        params = server_params(pool, member, extra_dir=extra_dir, listener_protocol=protocol)
         steps.append(partial(RuntimeApi.add_server, backend=backend, server=member.id, address=address, params=params))
         if checked:
             steps.append(partial(RuntimeApi.enable_health, backend=backend, server=member.id))
@@ -404,7 +408,7 @@ def _delete_member(member_id: str, backends: list[tuple[str, str]]) -> list[Runt
 
 def carried_state(state: str, served: EngineSpec | None, spec: EngineSpec) -> str:
     """The part of the old worker's `show servers state` the new worker may inherit: the health of
-    members whose health monitor, addresses and ports did not change, so a reload neither sends traffic
+    members whose health monitor, TLS settings, addresses and ports did not change, so a reload neither sends traffic
     to a member known to be down nor waits for checks to find the others up.
 
     The rest is dropped or neutralized, because HAProxy applies a saved state over the config: it would
@@ -433,6 +437,8 @@ def _health_carries(served: EngineSpec, spec: EngineSpec, backend: str, server: 
         return False
     hm = after.health_monitor
     if hm is None or not hm.admin_state_up or hm != before.health_monitor:
+        return False
+    if before.tls != after.tls:  # another CA, CRL or client certificate may well judge the member otherwise
         return False
     old = next((m for m in before.members if m.id == server), None)
     new = next((m for m in after.members if m.id == server), None)

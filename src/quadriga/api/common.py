@@ -20,6 +20,7 @@ from quadriga import status
 from quadriga.api import listing, policy, views
 from quadriga.api.auth import Authenticator, RequestContext
 from quadriga.api.errors import BadRequest, NotFound, PolicyForbidden, QuotaExceeded
+from quadriga.certs.tls import TLSMaterial
 from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.providers.base import ProviderDriver
@@ -27,6 +28,10 @@ from quadriga.providers.base import ProviderDriver
 
 @dataclass
 class Services:
+    """What the API runs against. `tls` resolves listener and pool certificate refs through the key manager
+    before anything is written (`quadriga serve` gives it a `TLSLoader` over its key manager); None (no key
+    manager) stores refs unchecked."""
+
     db: Database
     authenticator: Authenticator
     providers: dict[str, ProviderDriver]
@@ -34,6 +39,7 @@ class Services:
     wake: Callable[[], None] = lambda: None
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
     enforce_quotas: bool = True
+    tls: TLSMaterial | None = None
 
 
 def services(request: Request) -> Services:

@@ -88,6 +88,10 @@ class NotImplementedByProvider(ApiError):
     status = 501
 
 
+class ServiceUnavailable(ApiError):
+    status = 503
+
+
 def fault(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"faultcode": "Client" if status < 500 else "Server", "faultstring": message, "debuginfo": None}
     return JSONResponse(body, status_code=status, headers=headers)

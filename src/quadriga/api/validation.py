@@ -205,7 +205,7 @@ def l7rule(v: dict[str, Any]) -> None:
         raise Validation("FILE_TYPE rules only support the EQUAL_TO and REGEX compare types.")
     if kind == "SSL_CONN_HAS_CERT" and (compare != "EQUAL_TO" or value.lower() != "true"):
         raise Validation("SSL_CONN_HAS_CERT rules must use compare type EQUAL_TO and the value 'True'.")
-    if kind == "SSL_VERIFY_RESULT" and (compare != "EQUAL_TO" or not value.isdigit()):
+    if kind == "SSL_VERIFY_RESULT" and (compare != "EQUAL_TO" or not re.fullmatch("[0-9]{1,9}", value)):
         raise Validation("SSL_VERIFY_RESULT rules must use compare type EQUAL_TO and a numeric value.")
     if compare == "REGEX":
         try:

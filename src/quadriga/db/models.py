@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -399,3 +400,51 @@ class PortIP(Base):
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"), index=True)
 
     port: Mapped[Port] = relationship(back_populates="fixed_ips")
+
+
+# --- the tenants' secret store (a Barbican-compatible subset, `quadriga.keymanager`) ------------------
+
+
+class Secret(TimestampMixin, Base):
+    """A tenant's secret: metadata in the clear, the payload encrypted at rest (a Fernet token, see
+    `quadriga.keymanager.crypto`); NULL until a payload is stored."""
+
+    __tablename__ = "secrets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    secret_type: Mapped[str] = mapped_column(String(80), default="opaque")
+    payload_content_type: Mapped[str | None] = mapped_column(String(255))
+    encrypted_payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    algorithm: Mapped[str | None] = mapped_column(String(255))
+    bit_length: Mapped[int | None] = mapped_column(Integer)
+    mode: Mapped[str | None] = mapped_column(String(255))
+    expiration: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    creator_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class SecretContainer(TimestampMixin, Base):
+    """A named set of a project's secrets: `certificate` (certificate, private_key, private_key_passphrase,
+    intermediates), `rsa` or `generic`."""
+
+    __tablename__ = "secret_containers"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(16))
+    creator_id: Mapped[str | None] = mapped_column(String(255))
+
+    secret_refs: Mapped[list[ContainerSecret]] = relationship(
+        back_populates="container", cascade="all, delete-orphan", order_by="ContainerSecret.name"
+    )
+
+
+class ContainerSecret(Base):
+    """One secret in a container, under its name there (a secret appears at most once per container)."""
+
+    __tablename__ = "container_secrets"
+    container_id: Mapped[str] = mapped_column(ForeignKey("secret_containers.id"), primary_key=True)
+    secret_id: Mapped[str] = mapped_column(ForeignKey("secrets.id"), primary_key=True, index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+
+    container: Mapped[SecretContainer] = relationship(back_populates="secret_refs")

@@ -6,13 +6,24 @@ desired state *after* the change being applied, so every object in PENDING_DELET
 it whatever hangs below it); everything else is carried over as it is, admin-down objects included.
 
 Features the engine cannot carry yet raise `UnsupportedFeature` with a sentence that says what and why,
-instead of producing an engine that silently does something else."""
+instead of producing an engine that silently does something else.
+
+TLS refs (a TERMINATED_HTTPS listener's certificates, client CA and CRL; a `tls_enabled` pool's client
+certificate, CA and CRL) are resolved through `TLSMaterial` into PEM files carried in the spec itself
+(`EngineSpec.certificates`), named by a digest of their content: the agent never talks to a key manager,
+and a renewed certificate behind the same ref gives a new file name, hence a new config and a reload.
+`TLSMaterial` raises `CertificateError` or `SecretNotFound` for content that cannot be served and
+`KeyManagerUnavailable` when the key manager cannot be asked; they pass through to the caller."""
 
 from __future__ import annotations
+
+import hashlib
+from typing import Literal
 
 from sqlalchemy.orm import object_session
 
 from quadriga import constants as c
+from quadriga.certs.tls import TLSMaterial
 from quadriga.db import models as m
 from quadriga.engine import spec as s
 
@@ -22,15 +33,15 @@ class UnsupportedFeature(ValueError):
 
 
 _LATER = {
-    "TERMINATED_HTTPS": "comes with TLS support",
     "UDP": "is not supported by the HAProxy engine yet",
     "SCTP": "is not supported by the HAProxy engine yet",
 }
 
 
-def spec_from_loadbalancer(lb: m.LoadBalancer) -> s.EngineSpec:
+def spec_from_loadbalancer(lb: m.LoadBalancer, tls: TLSMaterial | None = None) -> s.EngineSpec:
     """The whole declarative config of `lb`'s engines. Must be called inside the session that loaded
-    `lb` (relationships are read lazily)."""
+    `lb` (relationships are read lazily). `tls` resolves certificate refs; without it a load balancer
+    that uses TLS is an UnsupportedFeature."""
     if lb.provisioning_status == c.PENDING_DELETE:
         # The load balancer itself is going away: its engines should serve nothing.
         return s.EngineSpec(
@@ -38,14 +49,16 @@ def spec_from_loadbalancer(lb: m.LoadBalancer) -> s.EngineSpec:
         )
     pools = [p for p in lb.pools if _alive(p)]
     pool_ids = {p.id for p in pools}
+    files = _Files(tls)
     return s.EngineSpec(
         revision=lb.revision,
         loadbalancer_id=lb.id,
         admin_state_up=lb.admin_state_up,
         vips=_vips(lb),
         subnets=_subnets(lb),
-        listeners=tuple(_listener(li, pool_ids) for li in lb.listeners if _alive(li)),
-        pools=tuple(_pool(p) for p in pools),
+        listeners=tuple(_listener(li, pool_ids, files) for li in lb.listeners if _alive(li)),
+        pools=tuple(_pool(p, files) for p in pools),
+        certificates=tuple(files.certificates.values()),
     )
 
 
@@ -74,7 +87,84 @@ def _subnets(lb: m.LoadBalancer) -> tuple[s.SubnetSpec, ...]:
     )
 
 
-def _listener(li: m.Listener, pool_ids: set[str]) -> s.ListenerSpec:
+Kind = Literal["certificate", "ca", "crl"]
+_PREFIX: dict[Kind, str] = {"certificate": "crt", "ca": "ca", "crl": "crl"}
+
+
+class _Files:
+    """The TLS files of one spec: each ref resolved once, each distinct content kept once."""
+
+    def __init__(self, tls: TLSMaterial | None) -> None:
+        self.tls = tls
+        self.certificates: dict[str, s.CertificateSpec] = {}
+        self._by_ref: dict[tuple[str, Kind, str], str] = {}
+
+    def add(self, owner: str, kind: Kind, ref: str, project_id: str) -> str:
+        """The CertificateSpec id of `ref`'s content."""
+        if self.tls is None:
+            raise UnsupportedFeature(
+                f"{owner} uses TLS ({ref}), but this controller has no key manager to read certificates from."
+            )
+        key = (ref, kind, project_id)
+        if key not in self._by_ref:
+            names: tuple[str, ...] = ()
+            if kind == "certificate":
+                bundle = self.tls.certificate(ref, project_id)
+                pem, names = bundle.combined_pem(), bundle.names
+            elif kind == "ca":
+                pem = self.tls.ca_certificates(ref, project_id)
+            else:
+                pem = self.tls.crl(ref, project_id)
+            cert_id = f"{_PREFIX[kind]}-{hashlib.sha256(pem.encode()).hexdigest()[:40]}"
+            self.certificates.setdefault(cert_id, s.CertificateSpec(id=cert_id, kind=kind, pem=pem, names=names))
+            self._by_ref[key] = cert_id
+        return self._by_ref[key]
+
+    def maybe(self, owner: str, kind: Kind, ref: str | None, project_id: str) -> str | None:
+        return self.add(owner, kind, ref, project_id) if ref else None
+
+
+def _listener_tls(li: m.Listener, files: _Files) -> s.ListenerTLSSpec:
+    owner = f"Listener {li.id}"
+    if not li.default_tls_container_ref:
+        raise UnsupportedFeature(f"{owner}: a TERMINATED_HTTPS listener needs a default_tls_container_ref.")
+    auth = li.client_authentication or "NONE"
+    return s.ListenerTLSSpec(
+        default_certificate=files.add(owner, "certificate", li.default_tls_container_ref, li.project_id),
+        sni_certificates=tuple(
+            dict.fromkeys(files.add(owner, "certificate", ref, li.project_id) for ref in li.sni_container_refs or ())
+        ),
+        client_authentication=auth,
+        client_ca=files.maybe(owner, "ca", li.client_ca_tls_container_ref, li.project_id),
+        client_crl=files.maybe(owner, "crl", li.client_crl_container_ref, li.project_id),
+        hsts_max_age=li.hsts_max_age,
+        hsts_include_subdomains=bool(li.hsts_include_subdomains),
+        hsts_preload=bool(li.hsts_preload),
+        **_tls_options(li),
+    )
+
+
+def _pool_tls(pool: m.Pool, files: _Files) -> s.PoolTLSSpec:
+    owner = f"Pool {pool.id}"
+    return s.PoolTLSSpec(
+        certificate=files.maybe(owner, "certificate", pool.tls_container_ref, pool.project_id),
+        ca=files.maybe(owner, "ca", pool.ca_tls_container_ref, pool.project_id),
+        crl=files.maybe(owner, "crl", pool.crl_container_ref, pool.project_id),
+        **_tls_options(pool),
+    )
+
+
+def _tls_options(obj: m.Listener | m.Pool) -> dict[str, object]:
+    """tls_versions, tls_ciphers and alpn_protocols; unset ones take the spec's defaults."""
+    options: dict[str, object] = {"ciphers": obj.tls_ciphers or None}
+    if obj.tls_versions:
+        options["versions"] = tuple(obj.tls_versions)
+    if obj.alpn_protocols:
+        options["alpn_protocols"] = tuple(obj.alpn_protocols)
+    return options
+
+
+def _listener(li: m.Listener, pool_ids: set[str], files: _Files) -> s.ListenerSpec:
     if li.protocol in _LATER:
         raise UnsupportedFeature(f"Listener {li.id}: protocol {li.protocol} {_LATER[li.protocol]}.")
     headers = []
@@ -99,6 +189,7 @@ def _listener(li: m.Listener, pool_ids: set[str]) -> s.ListenerSpec:
         allowed_cidrs=tuple(li.allowed_cidrs or ()),
         default_pool_id=default_pool_id,
         l7policies=tuple(_l7policy(p, pool_ids) for p in li.l7policies if _alive(p)),
+        tls=_listener_tls(li, files) if li.protocol in c.TLS_LISTENER_PROTOCOLS else None,
     )
 
 
@@ -125,7 +216,7 @@ def _l7policy(policy: m.L7Policy, pool_ids: set[str]) -> s.L7PolicySpec:
 
 def _l7rule(rule: m.L7Rule) -> s.L7RuleSpec:
     if rule.type not in s.SUPPORTED_RULE_TYPES:
-        raise UnsupportedFeature(f"L7 rule {rule.id}: type {rule.type} comes with TLS support.")
+        raise UnsupportedFeature(f"L7 rule {rule.id}: type {rule.type} is not supported by the engine.")
     return s.L7RuleSpec(
         id=rule.id,
         type=rule.type,
@@ -137,11 +228,9 @@ def _l7rule(rule: m.L7Rule) -> s.L7RuleSpec:
     )
 
 
-def _pool(pool: m.Pool) -> s.PoolSpec:
+def _pool(pool: m.Pool, files: _Files) -> s.PoolSpec:
     if pool.protocol not in s.SUPPORTED_POOL_PROTOCOLS:
         raise UnsupportedFeature(f"Pool {pool.id}: protocol {pool.protocol} {_LATER.get(pool.protocol, '')}.")
-    if pool.tls_enabled:
-        raise UnsupportedFeature(f"Pool {pool.id}: TLS to members (tls_enabled) comes with TLS support.")
     persistence = None
     if pool.session_persistence and pool.session_persistence.get("type"):
         sp = pool.session_persistence
@@ -155,6 +244,7 @@ def _pool(pool: m.Pool) -> s.PoolSpec:
         session_persistence=persistence,
         health_monitor=_monitor(monitor) if monitor is not None else None,
         members=tuple(_member(mb) for mb in pool.members if _alive(mb)),
+        tls=_pool_tls(pool, files) if pool.tls_enabled else None,
     )
 
 

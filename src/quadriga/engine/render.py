@@ -3,8 +3,8 @@
 `render(spec, paths)` is a pure function: the same spec, paths and options give the same text. The
 Python side works out every value (names, limits, conditions, server options); the Jinja2 templates in
 `templates/` lay them out. `support_files(spec, paths)` returns the few files the config refers to
-(the server-state file's initial content, the PING check script), which the agent writes before it
-runs `haproxy -c`.
+(the server-state file's initial content, the PING check script, the TLS certificates, CAs and CRLs),
+which the agent writes before it runs `haproxy -c`.
 
 Design choices (the why lives here, next to the code):
 
@@ -29,6 +29,15 @@ Design choices (the why lives here, next to the code):
   (iputils-ping) to the member, or to its monitor_address. HAProxy kills it when the check times out.
   This needs `external-check` and `insecure-fork-wanted` in `global`, which are set only when a PING
   monitor is in use, and the right to send ICMP (root, or `net.ipv4.ping_group_range`).
+* **TLS.** A TERMINATED_HTTPS listener binds `ssl crt <default> crt <sni>...`: HAProxy serves the first
+  certificate of a bind line when the client's server name matches none of the certificates' names, and
+  picks by name (SAN, else CN) otherwise. Versions become `no-sslv3`/`no-tlsv1x` flags, client
+  authentication `verify none|optional|required` with `ca-file`/`crl-file`, HSTS an `http-response`
+  header, all as Octavia renders them. A `tls_enabled` pool's servers get `ssl` with `verify required
+  ca-file` (or `verify none` without a CA, as Octavia), `crl-file`, `crt` (the client certificate) and
+  the same version, cipher and ALPN options; behind a TERMINATED_HTTPS listener they pass the client's
+  server name on (`sni ssl_fc_sni`). Every file is a support file named by its content digest
+  (`CertificateSpec.id`), mode 0600.
 * **ACTIVE_STANDBY** engines (`spec.ha`) share their stick tables through a `peers` section (the two
   engines, by engine id, on their own addresses at `PEERS_PORT`; `localpeer` names this one), so a client
   keeps its member when the standby takes over. Their VIPs are moved by keepalived (`quadriga.engine.vrrp`);
@@ -54,7 +63,16 @@ from typing import Any, Literal
 
 import jinja2
 
-from quadriga.engine.spec import EngineSpec, ListenerSpec, MemberSpec, PoolSpec, expand_expected_codes
+from quadriga.engine.spec import (
+    EngineSpec,
+    ListenerSpec,
+    ListenerTLSSpec,
+    MemberSpec,
+    PoolSpec,
+    PoolTLSSpec,
+    TLSVersion,
+    expand_expected_codes,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 EMPTY_SERVER_STATE = "1\n"  # a server-state file HAProxy reads without a warning
@@ -67,7 +85,7 @@ DEFAULT_TIMEOUT_MEMBER_DATA = 50000
 PEERS = "quadriga"  # the peers section of an ACTIVE_STANDBY engine
 PEERS_PORT = 1025  # where the two engines of a pair exchange stick-table entries (Octavia's port)
 
-MODE = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp", "PROMETHEUS": "http"}
+MODE = {"HTTP": "http", "HTTPS": "tcp", "TCP": "tcp", "PROMETHEUS": "http", "TERMINATED_HTTPS": "http"}
 BALANCE = {
     "ROUND_ROBIN": "roundrobin",
     "LEAST_CONNECTIONS": "leastconn",
@@ -81,7 +99,28 @@ INSERT_HEADER_VALUE = {
     "X-Forwarded-IP": "%[src]",
     "X-Client-IP": "%[src]",
     "X-Real-IP": "%[src]",
+    # As Octavia renders them: the client certificate as HAProxy saw it (verify result 0 is a good one).
+    "X-SSL-Client-Verify": "%[ssl_c_verify]",
+    "X-SSL-Client-Has-Cert": "%[ssl_c_used]",
+    "X-SSL-Client-DN": "%{+Q}[ssl_c_s_dn]",
+    "X-SSL-Client-CN": "%{+Q}[ssl_c_s_dn(cn)]",
+    "X-SSL-Issuer": "%{+Q}[ssl_c_i_dn]",
+    "X-SSL-Client-SHA1": "%{+Q}[ssl_c_sha1,hex]",
+    "X-SSL-Client-Not-Before": "%{+Q}[ssl_c_notbefore]",
+    "X-SSL-Client-Not-After": "%{+Q}[ssl_c_notafter]",
 }
+# The flag that turns each version off (every version not asked for is turned off).
+NO_VERSION: dict[TLSVersion, str] = {
+    "SSLv3": "no-sslv3",
+    "TLSv1": "no-tlsv10",
+    "TLSv1.1": "no-tlsv11",
+    "TLSv1.2": "no-tlsv12",
+    "TLSv1.3": "no-tlsv13",
+}
+VERIFY = {"NONE": "none", "OPTIONAL": "optional", "MANDATORY": "required"}
+# What the engine's OpenSSL (3.x, Debian's MinProtocol TLSv1.2) negotiates: a version list without one of
+# these leaves HAProxy with no version at all, which it refuses.
+SERVED_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
 class RenderError(ValueError):
@@ -226,9 +265,9 @@ def backends_of_pool(spec: EngineSpec, pool_id: str) -> list[str]:
 # --- servers ---------------------------------------------------------------------------------------
 
 
-def server_params(pool: PoolSpec, member: MemberSpec, *, listener_protocol: str = "HTTP") -> list[str]:
+def server_params(pool: PoolSpec, member: MemberSpec, *, extra_dir: Path, listener_protocol: str = "HTTP") -> list[str]:
     """The options after `server <name> <address>` for `member`: the same words serve the config and
-    the runtime API's `add server`."""
+    the runtime API's `add server`. `extra_dir` holds the TLS files (EnginePaths.extra_dir)."""
     params = [f"weight {member.weight}"]
     hm = pool.health_monitor
     if hm is not None and hm.admin_state_up:
@@ -239,7 +278,8 @@ def server_params(pool: PoolSpec, member: MemberSpec, *, listener_protocol: str 
             if member.monitor_port:
                 params.append(f"port {member.monitor_port}")
         if hm.type == "HTTPS":
-            params.append("check-ssl verify none")
+            # A TLS pool's checks are verified as its traffic is; others take any certificate (as Octavia).
+            params.append("check-ssl" if pool.tls is not None else "check-ssl verify none")
             if hm.domain_name:
                 params.append(f"check-sni {hm.domain_name}")
     sp = pool.session_persistence
@@ -249,11 +289,75 @@ def server_params(pool: PoolSpec, member: MemberSpec, *, listener_protocol: str 
         params.append("send-proxy")
     elif pool.protocol == "PROXYV2":
         params.append("send-proxy-v2")
+    if pool.tls is not None:
+        params += _server_tls(pool.id, pool.tls, extra_dir, listener_protocol)
     if member.backup:
         params.append("backup")
     if not (member.admin_state_up and pool.admin_state_up):
         params.append("disabled")
     return params
+
+
+def _server_tls(pool_id: str, tls: PoolTLSSpec, extra_dir: Path, listener_protocol: str) -> list[str]:
+    params = ["ssl"]
+    if tls.ca is not None:
+        params.append(f"verify required ca-file {_file(extra_dir, tls.ca)}")
+        if tls.crl is not None:
+            params.append(f"crl-file {_file(extra_dir, tls.crl)}")
+    else:
+        params.append("verify none")
+    if tls.certificate is not None:
+        params.append(f"crt {_file(extra_dir, tls.certificate)}")
+    if listener_protocol == "TERMINATED_HTTPS":
+        params.append("sni ssl_fc_sni")
+    return params + _tls_options(tls, f"Pool {pool_id}")
+
+
+def _tls_options(tls: ListenerTLSSpec | PoolTLSSpec, owner: str) -> list[str]:
+    if not set(tls.versions) & set(SERVED_TLS_VERSIONS):
+        raise RenderError(
+            f"{owner}: tls_versions {', '.join(tls.versions)} holds none of the versions this engine's OpenSSL "
+            f"negotiates ({', '.join(SERVED_TLS_VERSIONS)})."
+        )
+    options = [flag for version, flag in NO_VERSION.items() if version not in tls.versions]
+    if tls.ciphers:
+        options.append(f"ciphers {quote(tls.ciphers)}")
+    if tls.alpn_protocols:
+        options.append(f"alpn {quote(','.join(tls.alpn_protocols))}")
+    return options
+
+
+def certificate_path(extra_dir: Path, cert_id: str) -> Path:
+    """Where the file of a CertificateSpec lives: named by its content digest, so a config that is
+    rejected never changes a file the running config reads."""
+    return extra_dir / cert_id
+
+
+def _file(extra_dir: Path, cert_id: str) -> str:
+    return quote(str(certificate_path(extra_dir, cert_id)))
+
+
+def _bind_tls(listener_id: str, tls: ListenerTLSSpec, extra_dir: Path) -> str:
+    # The first certificate is the one served when no certificate's names match the client's SNI.
+    certificates = dict.fromkeys((tls.default_certificate, *tls.sni_certificates))
+    words = ["ssl"] + [f"crt {_file(extra_dir, cert_id)}" for cert_id in certificates]
+    if tls.client_ca is not None:
+        words.append(f"verify {VERIFY[tls.client_authentication]} ca-file {_file(extra_dir, tls.client_ca)}")
+        if tls.client_crl is not None:
+            words.append(f"crl-file {_file(extra_dir, tls.client_crl)}")
+    return " ".join(words + _tls_options(tls, f"Listener {listener_id}"))
+
+
+def _hsts(tls: ListenerTLSSpec) -> str | None:
+    """The Strict-Transport-Security value, in Octavia's format."""
+    if tls.hsts_max_age is None:
+        return None
+    value = f"max-age={tls.hsts_max_age};"
+    if tls.hsts_include_subdomains:
+        value += " includeSubDomains;"
+    if tls.hsts_preload:
+        value += " preload;"
+    return quote(value)
 
 
 def _backend_mode(pool: PoolSpec, listener_protocol: str) -> str:
@@ -265,7 +369,9 @@ def _backend_mode(pool: PoolSpec, listener_protocol: str) -> str:
 # --- the view the templates lay out ----------------------------------------------------------------
 
 
-def _frontend(listener: ListenerSpec, spec: EngineSpec, options: RenderOptions, maxconn: int) -> dict[str, Any]:
+def _frontend(
+    listener: ListenerSpec, spec: EngineSpec, options: RenderOptions, maxconn: int, paths: EnginePaths
+) -> dict[str, Any]:
     mode = MODE[listener.protocol]
     if listener.protocol == "PROMETHEUS" and not options.prometheus_exporter:
         raise RenderError(
@@ -293,12 +399,17 @@ def _frontend(listener: ListenerSpec, spec: EngineSpec, options: RenderOptions, 
         policies.append(entry)
     pool_backends = list(dict.fromkeys(p["backend"] for p in policies if "backend" in p))
     limit = listener.connection_limit if listener.connection_limit > 0 else options.default_connection_limit
+    tls = listener.tls
+    bind_tls = f" {_bind_tls(listener.id, tls, paths.extra_dir)}" if tls is not None else ""
+    headers = {h: INSERT_HEADER_VALUE[h] for h in listener.insert_headers if h in INSERT_HEADER_VALUE}
+    if tls is not None and "X-Forwarded-Proto" in headers:
+        headers["X-Forwarded-Proto"] = "https"
     return {
         "name": listener.id,
         "protocol": listener.protocol,
         "mode": mode,
         "disabled": not (listener.admin_state_up and spec.admin_state_up),
-        "binds": [_address(vip, listener.protocol_port) for vip in spec.vips],
+        "binds": [_address(vip, listener.protocol_port) + bind_tls for vip in spec.vips],
         "maxconn": min(limit, maxconn),
         "timeout_client": _ms(listener.timeout_client_data, DEFAULT_TIMEOUT_CLIENT_DATA),
         "inspect_delay": min(listener.timeout_tcp_inspect, HAPROXY_MAX_TIMER_MS),
@@ -308,7 +419,8 @@ def _frontend(listener: ListenerSpec, spec: EngineSpec, options: RenderOptions, 
         "pool_chosen_acl": bool(pool_backends),
         "pool_backends": pool_backends,
         "forwardfor": "X-Forwarded-For" in listener.insert_headers,
-        "set_headers": [(h, INSERT_HEADER_VALUE[h]) for h in listener.insert_headers if h in INSERT_HEADER_VALUE],
+        "set_headers": list(headers.items()),
+        "hsts": _hsts(tls) if tls is not None else None,
         "default_backend": backend_name(listener.default_pool_id, listener.id) if listener.default_pool_id else None,
     }
 
@@ -324,6 +436,12 @@ def _acl(rule: Any) -> dict[str, Any]:
         fetch = "path_end"
     elif rule.type == "HEADER":
         fetch = f"req.hdr({fetch_arg(rule.key)})"
+    elif rule.type == "SSL_CONN_HAS_CERT":  # a boolean fetch: no pattern, as Octavia
+        return {"name": _acl_name(rule.id), "fetch": "ssl_c_used", "flags": "", "value": None}
+    elif rule.type == "SSL_VERIFY_RESULT":  # an integer (the spec checks the value is one)
+        return {"name": _acl_name(rule.id), "fetch": "ssl_c_verify", "flags": "-m int", "value": rule.value}
+    elif rule.type == "SSL_DN_FIELD":
+        fetch = f"ssl_c_s_dn({fetch_arg(rule.key)})"
     else:  # COOKIE
         fetch = f"req.cook({fetch_arg(rule.key)})"
     # path_end already matches the end of the path; `-m str` would turn it into an exact match.
@@ -367,7 +485,9 @@ def _backend(
             {
                 "name": m.id,
                 "address": _address(m.address, m.protocol_port),
-                "params": " ".join(server_params(pool, m, listener_protocol=listener.protocol)),
+                "params": " ".join(
+                    server_params(pool, m, extra_dir=paths.extra_dir, listener_protocol=listener.protocol)
+                ),
             }
             for m in pool.members
         ],
@@ -414,7 +534,7 @@ def _view(spec: EngineSpec, paths: EnginePaths, options: RenderOptions) -> dict[
     # Headroom for the runtime API's own connections.
     maxconn = max(1, min(options.max_connections, sum(limits) + 100))
     pools = {p.id: p for p in spec.pools}
-    frontends = [_frontend(li, spec, options, maxconn) for li in spec.listeners]
+    frontends = [_frontend(li, spec, options, maxconn, paths) for li in spec.listeners]
     backends = [
         _backend(pools[pool_id], li, spec, options, paths)
         for li in spec.listeners
@@ -481,6 +601,8 @@ def support_files(spec: EngineSpec, paths: EnginePaths) -> dict[Path, SupportFil
     files = {paths.server_state_file: SupportFile(EMPTY_SERVER_STATE, overwrite=False)}
     if _uses_ping(spec):
         files[ping_check_path(spec, paths)] = SupportFile(_ping_script(spec), mode=0o700)
+    for cert in spec.certificates:  # private keys among them: 0600
+        files[certificate_path(paths.extra_dir, cert.id)] = SupportFile(cert.pem)
     return files
 
 

@@ -96,22 +96,16 @@ RuleType = Literal[
 ]
 CompareType = Literal["REGEX", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "EQUAL_TO"]
 RedirectCode = Literal[301, 302, 303, 307, 308]
-InsertHeader = Literal[
-    "X-Forwarded-For",
-    "X-Forwarded-Port",
-    "X-Forwarded-Proto",
-    "X-Forwarded-IP",
-    "X-Client-IP",
-    "X-Real-IP",
-    "X-SSL-Client-Verify",
-    "X-SSL-Client-Has-Cert",
-    "X-SSL-Client-DN",
-    "X-SSL-Client-CN",
-    "X-SSL-Issuer",
-    "X-SSL-Client-SHA1",
-    "X-SSL-Client-Not-Before",
-    "X-SSL-Client-Not-After",
-]
+INSERT_HEADERS = frozenset(c.INSERT_HEADERS_HTTP | c.INSERT_HEADERS_TLS)
+
+
+def _insert_header(value: str) -> str:
+    if value not in INSERT_HEADERS:
+        raise ValueError(f"{value!r} is not a header the engine inserts")
+    return value
+
+
+InsertHeader = Annotated[str, AfterValidator(_insert_header)]
 TLSVersion = Literal["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 AlpnProtocol = Literal["h2", "http/1.1", "http/1.0"]
 ClientAuthentication = Literal["NONE", "OPTIONAL", "MANDATORY"]
@@ -122,7 +116,6 @@ SUPPORTED_LISTENER_PROTOCOLS = frozenset(get_args(ListenerProtocol))
 SUPPORTED_POOL_PROTOCOLS = frozenset(get_args(PoolProtocol))
 SUPPORTED_MONITOR_TYPES = frozenset(get_args(MonitorType))
 SUPPORTED_RULE_TYPES = frozenset(get_args(RuleType))
-INSERT_HEADERS = frozenset(get_args(InsertHeader))
 
 
 class _Spec(BaseModel):
@@ -207,6 +200,10 @@ class L7RuleSpec(_Spec):
             raise ValueError(f"L7 rule {self.id}: type {self.type} takes no key")
         if self.type == "FILE_TYPE" and self.compare_type not in ("EQUAL_TO", "REGEX"):
             raise ValueError(f"L7 rule {self.id}: FILE_TYPE supports only EQUAL_TO and REGEX")
+        if self.type in ("SSL_CONN_HAS_CERT", "SSL_VERIFY_RESULT") and self.compare_type != "EQUAL_TO":
+            raise ValueError(f"L7 rule {self.id}: {self.type} supports only EQUAL_TO")
+        if self.type == "SSL_VERIFY_RESULT" and not re.fullmatch("[0-9]{1,9}", self.value):
+            raise ValueError(f"L7 rule {self.id}: SSL_VERIFY_RESULT compares with an X509 verify result number")
         return self
 
 

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 from quadriga.health.codec import MIN_KEY, check_key
+from quadriga.keyfiles import KeyFileError, create_private_file, read_key_file
+
+__all__ = ["KeyFileError", "ensure_key_file", "key_id", "load_keys", "read_key"]
 
 log = logging.getLogger("quadriga.health")
 
 DEFAULT_NAME = "heartbeat.key"
-
-
-class KeyFileError(ValueError):
-    """A key file that cannot be used; the message says which and why."""
 
 
 def key_id(key: bytes) -> str:
@@ -38,27 +36,16 @@ def key_id(key: bytes) -> str:
 
 def ensure_key_file(path: Path) -> Path:
     """Create `path` with a fresh random key unless it exists; returns it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
-    log.info("created heartbeat key %s (id %s)", path, key_id(read_key(path)))
+    if create_private_file(path, (secrets.token_hex(32) + "\n").encode()):
+        log.info("created heartbeat key %s (id %s)", path, key_id(read_key(path)))
     return path
 
 
 def read_key(path: Path) -> bytes:
     """The key in `path`: its content without surrounding whitespace."""
-    try:
-        key = path.read_bytes().strip()
-    except OSError as exc:
-        raise KeyFileError(f"heartbeat key file {path}: {exc.strerror or exc}") from None
+    key = read_key_file(path, "heartbeat")
     if len(key) < MIN_KEY:
         raise KeyFileError(f"heartbeat key file {path} holds {len(key)} bytes; at least {MIN_KEY} are needed")
-    if path.stat().st_mode & 0o077:
-        log.warning("heartbeat key file %s is readable by other users: chmod 600 it", path)
     return key
 
 

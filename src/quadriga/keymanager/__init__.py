@@ -9,7 +9,11 @@ into certificates, keys, CA bundles and CRLs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from quadriga.config import Settings
+    from quadriga.db.session import Database
 
 
 class SecretNotFound(LookupError):
@@ -46,3 +50,18 @@ class Secrets(Protocol):
         """The secret or container behind `ref` as `project_id` may see it; raises SecretNotFound (also for
         another project's ref: that is not told apart from a missing one) or KeyManagerUnavailable."""
         ...
+
+
+def secrets_for(settings: Settings, db: Database) -> Secrets:
+    """The key manager `serve` reads refs from: a real Barbican when `keymanager_url` is set, else the local
+    store (its payload key loaded, and checked against the stored payloads)."""
+    if settings.keymanager_url:
+        from quadriga.keymanager.remote import RemoteSecrets
+
+        return RemoteSecrets(settings.keymanager_url)
+    from quadriga.keymanager.crypto import cipher_for
+    from quadriga.keymanager.store import LocalSecrets
+
+    store = LocalSecrets(db, cipher_for(settings.state_dir, settings.keymanager_key_files))
+    store.check_key()
+    return store

@@ -11,7 +11,12 @@ Topology comes from the load balancer's flavor (`loadbalancer_topology`, as in O
 (role STANDALONE); ACTIVE_STANDBY is two engines, MASTER and BACKUP, each with an address of its own on the VIP
 network (a port of the embedded network, `vrrp_port_id`/`vrrp_ip`), sharing the VIPs (`ha_ip`) through
 keepalived and their stick tables through HAProxy's peers. Their specs differ only in `ha`. A failover replaces
-one engine: the survivor keeps serving (and is told its new peer first), the replacement takes the lost role."""
+one engine: the survivor keeps serving (and is told its new peer first), the replacement takes the lost role.
+
+TLS refs are read through `tls` (TLSMaterial) at every apply, so a certificate renewed behind its ref is
+served at the next change. Content that cannot be served (a deleted secret, a certificate that no longer
+loads) rejects the change, and the engines keep serving their last good config; a key manager that cannot
+be reached is retried."""
 
 from __future__ import annotations
 
@@ -27,12 +32,14 @@ from sqlalchemy.orm import Session, object_session
 from quadriga import constants as c
 from quadriga.agent.client import AgentRejected, AgentStale, AgentUnavailable
 from quadriga.api.errors import Validation
+from quadriga.certs.tls import CertificateError, TLSMaterial
 from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
 from quadriga.engine.regex import regex_error
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec, HASpec
+from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 from quadriga.network import embedded
 from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
 from quadriga.providers.noop import AZ_METADATA, FLAVOR_METADATA
@@ -117,8 +124,10 @@ class EngineProvider(ProviderDriver):
         check_vip: Callable[[str, str | None], str | None] | None = None,
         cert_expiration: Callable[[str], Any] | None = None,
         active_standby_unavailable: str | None = None,
+        tls: TLSMaterial | None = None,
     ) -> None:
         self.db = db
+        self.tls = tls  # None: TLS listeners and pools with refs are refused
         self.agents = agents
         self.check_vip = check_vip
         self.cert_expiration = cert_expiration
@@ -182,8 +191,12 @@ class EngineProvider(ProviderDriver):
     # --- the controller's side ---------------------------------------------------------------------
     def apply(self, lb: m.LoadBalancer) -> None:
         try:
-            spec = spec_from_loadbalancer(lb)
-        except (UnsupportedFeature, ValueError) as exc:
+            spec = spec_from_loadbalancer(lb, self.tls)
+        except KeyManagerUnavailable as exc:
+            raise ApplyError(f"the key manager is unavailable: {exc}") from exc
+        except SecretNotFound as exc:
+            raise RejectedChange(f"a TLS secret of load balancer {lb.id} is gone: {exc}") from exc
+        except (UnsupportedFeature, CertificateError, ValueError) as exc:
             raise RejectedChange(str(exc)) from exc
         deleting = lb.provisioning_status == c.PENDING_DELETE
         session = object_session(lb)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import common, listing, policy, schemas, validation, views
+from quadriga.api import common, listing, policy, schemas, tls_refs, validation, views
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import Conflict, Validation
 from quadriga.api.resources.l7 import build_policy
@@ -161,6 +161,8 @@ def create_listener(
     svc = common.services(request)
     if listener.default_pool is not None:
         raise Validation("default_pool is only accepted in a load balancer graph create; use default_pool_id.")
+    fields = listener.model_dump(exclude_unset=True)
+    tls_refs.check_listener(svc, ctx, (m.LoadBalancer, listener.loadbalancer_id, "Load Balancer"), fields)
     with common.change(svc) as session:
         common.get_owned(session, m.LoadBalancer, listener.loadbalancer_id, "Load Balancer", ctx, policy.WRITE)
         common.project_for_create(ctx, listener)
@@ -169,7 +171,6 @@ def create_listener(
         policies = listener.l7policies or []
         common.check_quota(svc, session, lb.project_id, "l7policy", len(policies))
         common.check_quota(svc, session, lb.project_id, "l7rule", sum(len(p.rules or []) for p in policies))
-        fields = listener.model_dump(exclude_unset=True)
         fields["l7policies"] = [p.model_dump(exclude_unset=True) for p in policies]
         row = build_listener(session, lb, lb.project_id, fields)
         status.mark_change(lb, "listener", row, "create")
@@ -185,10 +186,11 @@ def update_listener(
     ctx: RequestContext = Depends(common.context),
 ) -> dict:
     svc = common.services(request)
+    changes = common.sent(listener)
+    tls_refs.check_listener(svc, ctx, (m.Listener, listener_id, "Listener"), changes, update=True)
     with common.change(svc) as session:
         lb, row = _for_change(session, listener_id, ctx)
         old = common.snapshot(row)
-        changes = common.sent(listener)
         common.set_tags(session, row.id, changes.pop("tags", None))
         for key, value in list(changes.items()):
             if value is None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import common, listing, policy, schemas, views
+from quadriga.api import common, listing, policy, schemas, tls_refs, views
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import BadRequest, Validation
 from quadriga.api.resources.listeners import build_listener
@@ -154,6 +154,7 @@ def create_loadbalancer(
         raise BadRequest(f"Validation failure: VIP must contain one of: {VIP_SELECTORS}.")
     project = common.project_for_create(ctx, body)
     listeners, pools = _graph(body)
+    tls_refs.check_graph(svc, project, listeners, pools)
     with common.change(svc) as session:
         provider = _provider_name(svc, session, body)
         common.check_quota(svc, session, project, "loadbalancer")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from quadriga import constants as c
 from quadriga import status
-from quadriga.api import common, listing, policy, schemas, validation, views
+from quadriga.api import common, listing, policy, schemas, tls_refs, validation, views
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import Conflict, Validation
 from quadriga.api.resources.healthmonitors import build_health_monitor
@@ -89,6 +89,11 @@ def create_pool(
     svc = common.services(request)
     if not (pool.listener_id or pool.loadbalancer_id):
         raise Validation("Must provide at least one of: loadbalancer_id, listener_id")
+    if pool.listener_id:
+        owner = (m.Listener, pool.listener_id, "Listener")
+    else:
+        owner = (m.LoadBalancer, pool.loadbalancer_id, "Load Balancer")
+    tls_refs.check_pool(svc, ctx, owner, common.sent(pool))
     with common.change(svc) as session:
         listener = None
         if pool.listener_id:
@@ -129,10 +134,11 @@ def update_pool(
     ctx: RequestContext = Depends(common.context),
 ) -> dict:
     svc = common.services(request)
+    changes = common.sent(pool)
+    tls_refs.check_pool(svc, ctx, (m.Pool, pool_id, "Pool"), changes, update=True)
     with common.change(svc) as session:
         lb, row = _for_change(session, pool_id, ctx)
         old = common.snapshot(row)
-        changes = common.sent(pool)
         common.set_tags(session, row.id, changes.pop("tags", None))
         if "tls_enabled" in changes and changes["tls_enabled"] is None:
             changes["tls_enabled"] = False
