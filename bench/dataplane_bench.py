@@ -394,13 +394,21 @@ class HandHaproxy:
     network namespace (then `ip netns exec` execs HAProxy, so the pid is HAProxy's master)."""
 
     def __init__(
-        self, directory: Path, bind: tuple[str, int], backends: list[Backend], nbthread: int, maxconn: int, netns: str
+        self,
+        directory: Path,
+        bind: tuple[str, int],
+        backends: list[Backend],
+        nbthread: int,
+        maxconn: int,
+        netns: str,
+        bind_options: str = "",
     ) -> None:
         self.directory = directory
         self.bind = bind
         self.netns = netns
         servers = "\n".join(f"    server {b.name} {b.address}:{b.port}" for b in backends)
-        self.text = HAND_CONFIG.format(nbthread=nbthread, maxconn=maxconn, bind=f"{bind[0]}:{bind[1]}", servers=servers)
+        address = " ".join(filter(None, [f"{bind[0]}:{bind[1]}", bind_options]))  # e.g. "ssl crt <pem>"
+        self.text = HAND_CONFIG.format(nbthread=nbthread, maxconn=maxconn, bind=address, servers=servers)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> HandHaproxy:
@@ -856,6 +864,35 @@ def engine_pids(directory: Path) -> tuple[int | None, list[int]]:
     return master, workers
 
 
+def engine_processes(directory: Path) -> list[int]:
+    """The master and workers of an engine's HAProxy, for CPU accounting."""
+    master, workers = engine_pids(directory)
+    return ([master] if master else []) + workers
+
+
+def engine_limits(engine_cfg: str) -> tuple[int, int]:
+    """(nbthread, global maxconn) of an engine's rendered haproxy.cfg: what a hand-written twin copies."""
+    nbthread = int(m.group(1)) if (m := re.search(r"^\s*nbthread (\d+)", engine_cfg, re.M)) else 1
+    maxconn = int(m.group(1)) if (m := re.search(r"^\s*maxconn (\d+)", engine_cfg, re.M)) else 50000
+    return nbthread, maxconn
+
+
+def hand_twin(
+    stack: Stack, lb_id: str, vip: str, backends: list[Backend], nbthread: int, maxconn: int, bind_options: str = ""
+) -> HandHaproxy:
+    """The fair comparison for a quadriga engine, started and registered with the stack: a hand-written
+    HAProxy in the engine's own namespace on the VIP, port HAND_PORT (netns driver: same veth path, only
+    the config differs), or on 127.0.0.1 (loopback driver, where the VIP is in 127/8 too)."""
+    directory = stack.workdir / "hand" / stack.driver
+    if stack.driver == "netns":
+        bind, netns = (vip, HAND_PORT), stack.namespace(lb_id)
+    else:
+        bind, netns = ("127.0.0.1", free_port("127.0.0.1")), ""
+    twin = HandHaproxy(directory, bind, backends, nbthread, maxconn, netns, bind_options).start()
+    stack.hand.append(twin)
+    return twin
+
+
 def remove_leftovers(workdir: Path, agent_state: Path) -> list[str]:
     """Kill (by pid) any process still running from our work directory and remove our namespaces and
     bridges; returns what had been left (each one is a finding: quadriga should have removed it)."""
@@ -1109,30 +1146,21 @@ def bench_overhead(stack: Stack, plan: Plan) -> dict[str, Any]:
     vip = lb["vip_address"]
     engine = stack.engine_dir(lb["id"])
     engine_cfg = (engine / "haproxy.cfg").read_text()
-    nbthread = int(m.group(1)) if (m := re.search(r"^\s*nbthread (\d+)", engine_cfg, re.M)) else 1
-    maxconn = int(m.group(1)) if (m := re.search(r"^\s*maxconn (\d+)", engine_cfg, re.M)) else 50000
-
-    def engine_procs() -> list[int]:
-        master, workers = engine_pids(engine)
-        return ([master] if master else []) + workers
-
-    variants: dict[str, tuple[str, Callable[[], list[int]] | None]] = {"quadriga": (f"http://{vip}:80/", engine_procs)}
-    hand_dir = stack.workdir / "hand"
+    nbthread, maxconn = engine_limits(engine_cfg)
+    variants: dict[str, tuple[str, Callable[[], list[int]] | None]] = {
+        "quadriga": (f"http://{vip}:80/", partial(engine_processes, engine))
+    }
+    twin = hand_twin(stack, lb["id"], vip, backends, nbthread, maxconn)
+    variants["hand-written, same netns" if stack.driver == "netns" else "hand-written"] = (
+        f"http://{twin.bind[0]}:{twin.bind[1]}/",
+        twin.pids,
+    )
     if stack.driver == "netns":
-        # The fair twin: the same namespace, VIP and veth path; only the config differs.
-        ns = stack.namespace(lb["id"])
-        twin = HandHaproxy(hand_dir / "netns", (vip, HAND_PORT), backends, nbthread, maxconn, ns).start()
-        stack.hand.append(twin)
-        variants["hand-written, same netns"] = (f"http://{vip}:{HAND_PORT}/", twin.pids)
         port = free_port("127.0.0.1")
+        hand_dir = stack.workdir / "hand"
         host = HandHaproxy(hand_dir / "host", ("127.0.0.1", port), backends, nbthread, maxconn, "").start()
         stack.hand.append(host)
         variants["hand-written, host loopback"] = (f"http://127.0.0.1:{port}/", host.pids)
-    else:
-        port = free_port("127.0.0.1")
-        twin = HandHaproxy(hand_dir / "loopback", ("127.0.0.1", port), backends, nbthread, maxconn, "").start()
-        stack.hand.append(twin)
-        variants["hand-written"] = (f"http://127.0.0.1:{port}/", twin.pids)
     variants["nginx directly"] = (f"http://{backends[0].address}:{backends[0].port}/", None)
     for url, _ in variants.values():
         run_wrk(url, plan.warmup_wrk_s, plan, stack.root)
