@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from quadriga.certs.tls import CertificateError, TLSLoader, check_crls_match_cas, check_purpose, check_sni
+from quadriga.engine.spec import CertificateSpec
 from quadriga.keymanager import KeyManagerUnavailable
 from tests.support.certs import TestCA
 from tests.support.secrets import DictSecrets
@@ -85,6 +86,16 @@ def test_names_fall_back_to_a_host_name_common_name(pki, store, loader):
     bundle = loader.certificate(ref, P)  # fine as a default certificate
     assert bundle.names == ()
     refused(check_sni, bundle, ref, contains="no DNS name")
+
+
+def test_only_host_names_count_as_names(pki, store, loader):
+    """A SAN entry no server name can be (too long for DNS, a space) is not carried into the engine spec,
+    which refuses such names: the API would accept a certificate the engine then fails on."""
+    too_long = "a" * 63 + ("." + "b" * 63) * 4 + ".com"
+    odd = pki["root"].issue("odd", [too_long, "ok.example.com", "bad name.example.com"])
+    bundle = loader.certificate(store.secret(P, odd.pkcs12()), P)
+    assert bundle.names == ("ok.example.com",)
+    CertificateSpec(id="crt-1", kind="certificate", pem=bundle.combined_pem(), names=bundle.names)
 
 
 def test_purpose_follows_extended_key_usage(pki, store, loader):

@@ -471,14 +471,13 @@ def _extension(cert: x509.Certificate, kind: type) -> x509.ExtensionType | None:
 
 
 def _names(cert: x509.Certificate) -> tuple[str, ...]:
-    """The DNS names HAProxy selects the certificate by: SAN DNS entries, else a host-name-like CN."""
+    """The DNS names HAProxy selects the certificate by: SAN DNS entries, else the CN. Only host names count
+    (at most 253 characters, DNS's limit): no client's server name is anything else."""
     san = _extension(cert, x509.SubjectAlternativeName)
-    if san is not None:
-        dns = san.get_values_for_type(x509.DNSName)
-        if dns:
-            return tuple(dns)
-    cns = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
-    return tuple(cn for cn in cns if isinstance(cn, str) and _HOSTNAME.match(cn))
+    names: list = san.get_values_for_type(x509.DNSName) if san is not None else []
+    if not names:
+        names = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    return tuple(n for n in names if isinstance(n, str) and len(n) <= 253 and _HOSTNAME.match(n))
 
 
 def _subject(cert: x509.Certificate) -> str:
