@@ -195,7 +195,7 @@ def test_housekeeping_has_every_agent_collect_what_none_of_its_engines_owns(api:
     assert keeper.collect_orphans() == 1
 
 
-def test_tls_options_haproxy_cannot_serve_are_a_400_and_nothing_is_stored(api: Api, agent: ScriptedAgent):
+def test_tls_settings_the_engine_cannot_serve_are_a_400_and_nothing_is_stored(api: Api, agent: ScriptedAgent):
     lb = api.wait_lb(create(api)["id"])
     sent = len(agent.applied)
     ref = "http://127.0.0.1:9311/v1/secrets/00000000-0000-0000-0000-000000000001"
@@ -212,6 +212,9 @@ def test_tls_options_haproxy_cannot_serve_are_a_400_and_nothing_is_stored(api: A
             assert r.status_code == 400 and complaint in r.json()["faultstring"], r.text
     bad_pool = {**pool, "name": "p", "tls_ciphers": "NOPE"}
     del bad_pool["loadbalancer_id"]
+    sni_only = {**listener, "default_tls_container_ref": None, "sni_container_refs": [ref]}
+    r = api.post("/v2/lbaas/listeners", {"listener": sni_only})
+    assert r.status_code == 400 and "needs a default_tls_container_ref" in r.json()["faultstring"], r.text
     graph = {"listeners": [{"protocol": "HTTP", "protocol_port": 80, "default_pool": bad_pool}]}
     r = api.post(LB, {"loadbalancer": {"vip_subnet_id": api.subnet_id(), "provider": "amphora", **graph}})
     assert r.status_code == 400 and "OpenSSL selects no cipher" in r.json()["faultstring"], r.text

@@ -193,8 +193,14 @@ class EngineProvider(ProviderDriver):
         self._check_tls_options(pool)
 
     def _check_tls_options(self, obj: m.Listener | m.Pool) -> None:
-        """tls_versions and tls_ciphers the engine could not serve are a 400 now, not an ERROR at the apply."""
+        """A TLS listener without a default certificate, tls_versions and tls_ciphers the engine could not serve
+        are a 400 now, not an ERROR at the apply."""
         uses_tls = obj.tls_enabled if isinstance(obj, m.Pool) else obj.protocol in c.TLS_LISTENER_PROTOCOLS
+        if uses_tls and isinstance(obj, m.Listener) and not obj.default_tls_container_ref:
+            raise Validation(
+                "A TERMINATED_HTTPS listener of this provider needs a default_tls_container_ref: the certificate "
+                "served to clients whose server name matches no SNI certificate."
+            )
         if uses_tls and (error := tls_options_error(obj.tls_versions or (), obj.tls_ciphers)):
             raise Validation(f"{type(obj).__name__} {obj.id}: {error}")
 
