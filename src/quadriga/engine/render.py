@@ -121,6 +121,8 @@ NO_VERSION: dict[TLSVersion, str] = {
     "TLSv1.3": "no-tlsv13",
 }
 VERIFY = {"NONE": "none", "OPTIONAL": "optional", "MANDATORY": "required"}
+# ssl_c_s_dn(<field>) matches OpenSSL's short names: the e-mail field is emailAddress ("EMAIL" matches nothing).
+DN_FIELD_NAMES = {"EMAIL": "emailAddress", "E": "emailAddress"}
 # What the engine's OpenSSL (3.x, Debian's MinProtocol TLSv1.2) negotiates: a version list without one of
 # these leaves HAProxy with no version at all, which it refuses.
 SERVED_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -460,7 +462,7 @@ def _acl(rule: Any) -> dict[str, Any]:
     elif rule.type == "SSL_VERIFY_RESULT":  # an integer (the spec checks the value is one)
         return {"name": _acl_name(rule.id), "fetch": "ssl_c_verify", "flags": "-m int", "value": rule.value}
     elif rule.type == "SSL_DN_FIELD":
-        fetch = f"ssl_c_s_dn({fetch_arg(rule.key)})"
+        fetch = f"ssl_c_s_dn({fetch_arg(DN_FIELD_NAMES.get(rule.key.upper(), rule.key))})"
     else:  # COOKIE
         fetch = f"req.cook({fetch_arg(rule.key)})"
     # path_end already matches the end of the path; `-m str` would turn it into an exact match.
