@@ -193,3 +193,36 @@ def test_housekeeping_has_every_agent_collect_what_none_of_its_engines_owns(api:
     agent.collect_orphans = lambda: ["namespace qg-abcd-ghost"]  # type: ignore[method-assign]
     keeper = Housekeeping(api.db, {"agent-1": agent})
     assert keeper.collect_orphans() == 1
+
+
+def test_tls_settings_the_engine_cannot_serve_are_a_400_and_nothing_is_stored(api: Api, agent: ScriptedAgent):
+    lb = api.wait_lb(create(api)["id"])
+    sent = len(agent.applied)
+    ref = "http://127.0.0.1:9311/v1/secrets/00000000-0000-0000-0000-000000000001"
+    listener = {"loadbalancer_id": lb["id"], "protocol": "TERMINATED_HTTPS", "protocol_port": 443}
+    listener["default_tls_container_ref"] = ref
+    pool = {"loadbalancer_id": lb["id"], "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN", "tls_enabled": True}
+    for path, root, body in [("/v2/lbaas/listeners", "listener", listener), ("/v2/lbaas/pools", "pool", pool)]:
+        for fields, complaint in [
+            ({"tls_ciphers": "NOTACIPHER"}, "OpenSSL selects no cipher"),  # `haproxy -c` refuses it
+            ({"tls_ciphers": "ECDHE-RSA-AES128-GCM-SHA256 x"}, "letters, digits"),  # breaks the engine spec
+            ({"tls_versions": ["TLSv1", "TLSv1.1"]}, "none of the versions"),
+        ]:
+            r = api.post(path, {root: {**body, **fields}})
+            assert r.status_code == 400 and complaint in r.json()["faultstring"], r.text
+    bad_pool = {**pool, "name": "p", "tls_ciphers": "NOPE"}
+    del bad_pool["loadbalancer_id"]
+    sni_only = {**listener, "default_tls_container_ref": None, "sni_container_refs": [ref]}
+    r = api.post("/v2/lbaas/listeners", {"listener": sni_only})
+    assert r.status_code == 400 and "needs a default_tls_container_ref" in r.json()["faultstring"], r.text
+    graph = {"listeners": [{"protocol": "HTTP", "protocol_port": 80, "default_pool": bad_pool}]}
+    r = api.post(LB, {"loadbalancer": {"vip_subnet_id": api.subnet_id(), "provider": "amphora", **graph}})
+    assert r.status_code == 400 and "OpenSSL selects no cipher" in r.json()["faultstring"], r.text
+    good = api.ok(api.post("/v2/lbaas/pools", {"pool": {**pool, "tls_ciphers": "ECDHE+AESGCM"}}), 201)["pool"]
+    api.wait_lb(lb["id"])
+    r = api.put(f"/v2/lbaas/pools/{good['id']}", {"pool": {"tls_versions": ["SSLv3"]}})
+    assert r.status_code == 400 and "none of the versions" in r.json()["faultstring"], r.text
+    assert api.ok(api.get("/v2/lbaas/listeners"), 200)["listeners"] == []
+    assert [p["id"] for p in api.ok(api.get("/v2/lbaas/pools"), 200)["pools"]] == [good["id"]]
+    assert len(api.ok(api.get(LB), 200)["loadbalancers"]) == 1
+    assert len(agent.applied) == sent + 1  # only the good pool

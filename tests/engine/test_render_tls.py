@@ -107,6 +107,12 @@ def test_a_terminated_https_listener_with_everything(check, pki, tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_an_email_dn_field_rule_reads_openssls_email_field(check, pki):
+    rules = (rule("SSL_DN_FIELD", "EQUAL_TO", "bob@example.com", key="EMAIL", id="mail"),)
+    spec, li, _ = tls_engine(pki, {}, l7policies=(policy("REJECT", 1, rules),))
+    assert "acl rule-mail ssl_c_s_dn(emailAddress) -m str -- bob@example.com" in section(check(spec), f"frontend {li}")
+
+
 @pytest.mark.parametrize(
     ("auth", "expected"),
     [("NONE", "verify none ca-file"), ("OPTIONAL", "verify optional ca-file"), ("MANDATORY", "verify required")],

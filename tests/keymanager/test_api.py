@@ -197,6 +197,8 @@ def test_list_pages_and_filters_by_name(client):
         ({"payload": "x", "payload_content_type": "text/plain", "bit_length": -1}, 400, "bit_length"),
         ({"payload": "x" * (64 * 1024 + 1), "payload_content_type": "text/plain"}, 413, "too large"),
         (["not", "an", "object"], 400, "is not of type 'object'"),
+        ({"expiration": "9999-12-31T23:59:59-05:00"}, 400, "Invalid date"),  # past year 9999 in UTC
+        ({"name": "a\x00b"}, 400, "NUL"),  # PostgreSQL cannot store it
     ],
 )
 def test_bad_secrets_are_refused_and_nothing_is_stored(client, body, status, words):
@@ -213,7 +215,14 @@ def test_garbage_and_huge_requests(client):
     body = {"payload": huge, "payload_content_type": "application/octet-stream", "payload_content_encoding": "base64"}
     assert "too large" in error(client.post("/v1/secrets", json=body, headers=A), 413)
     error(client.post("/v1/secrets", content=b"x=1", headers={**A, "Content-Type": "text/plain"}), 415)
+    for text in (b"[" * 100_000 + b"]" * 100_000, b'{"name": "\\ud800"}'):  # too deep; a lone surrogate
+        r = client.post("/v1/secrets", content=text, headers={**A, "Content-Type": "application/json"})
+        assert error(r, 400) == "Malformed JSON"
     assert client.get("/v1/secrets", headers=A).json()["total"] == before
+    for path in ("/v1/secrets/%00", "/v1/secrets?name=%00", "/v1/containers/x%00"):
+        assert "NUL" in error(client.get(path, headers=A), 400)
+    huge = "99999999999999999999999"  # past the database's integers: an empty page, not a 500
+    assert client.get(f"/v1/secrets?offset={huge}&limit={huge}&bits={huge}", headers=A).json()["secrets"] == []
 
 
 def test_another_projects_objects_are_not_found(client, store, ca):

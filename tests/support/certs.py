@@ -95,9 +95,10 @@ class TestCA:
         client: bool = False,
         days: int = 30,
         not_before_days: int = -1,
+        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> Issued:
-        """A server (or client) certificate; `days` < 0 gives an expired one."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        """A server (or client) certificate; `days` < 0 gives an expired one; `key`: its key (a new P-256)."""
+        key = key or ec.generate_private_key(ec.SECP256R1())
         start = _now() + dt.timedelta(days=not_before_days)
         end = _now() + dt.timedelta(days=days)
         if end <= start:

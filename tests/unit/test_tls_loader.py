@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import base64
+import functools
+import subprocess
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from quadriga.certs.tls import CertificateError, TLSLoader, check_crls_match_cas, check_purpose, check_sni
+from quadriga.engine.spec import CertificateSpec
 from quadriga.keymanager import KeyManagerUnavailable
 from tests.support.certs import TestCA
 from tests.support.secrets import DictSecrets
 
 P = "project-a"
+PKCS8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +90,30 @@ def test_names_fall_back_to_a_host_name_common_name(pki, store, loader):
     bundle = loader.certificate(ref, P)  # fine as a default certificate
     assert bundle.names == ()
     refused(check_sni, bundle, ref, contains="no DNS name")
+
+
+def test_keys_and_signatures_openssl_refuses_are_refused(pki, store, loader, tmp_path):
+    """HAProxy (OpenSSL's security level 2) fails to load these: `haproxy -c` would reject the engine."""
+    weak = pki["root"].issue("weak.example.com", ["weak.example.com"], key=ec.generate_private_key(ec.SECP192R1()))
+    refused(loader.certificate, store.secret(P, weak.pkcs12()), P, contains="EC key of 'CN=weak.example.com' has 192")
+    ca = pki["root"]
+    (tmp_path / "ca.pem").write_text(ca.cert_pem + ca.key.private_bytes(*PKCS8).decode())
+    run = functools.partial(subprocess.run, check=True, capture_output=True, cwd=tmp_path)
+    run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+         "k.pem", "-out", "r.csr", "-subj", "/CN=sha1.example.com"])  # fmt: skip
+    run(["openssl", "x509", "-req", "-sha1", "-in", "r.csr", "-CA", "ca.pem", "-set_serial", "7", "-out", "c.pem"])
+    pem = (tmp_path / "c.pem").read_text() + (tmp_path / "k.pem").read_text()
+    refused(loader.certificate, store.secret(P, pem), P, contains="is signed with SHA1")
+
+
+def test_only_host_names_count_as_names(pki, store, loader):
+    """A SAN entry no server name can be (too long for DNS, a space) is not carried into the engine spec,
+    which refuses such names: the API would accept a certificate the engine then fails on."""
+    too_long = "a" * 63 + ("." + "b" * 63) * 4 + ".com"
+    odd = pki["root"].issue("odd", [too_long, "ok.example.com", "bad name.example.com"])
+    bundle = loader.certificate(store.secret(P, odd.pkcs12()), P)
+    assert bundle.names == ("ok.example.com",)
+    CertificateSpec(id="crt-1", kind="certificate", pem=bundle.combined_pem(), names=bundle.names)
 
 
 def test_purpose_follows_extended_key_usage(pki, store, loader):

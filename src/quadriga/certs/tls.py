@@ -27,6 +27,8 @@ from quadriga.keymanager import Fetched, SecretNotFound, Secrets
 MAX_BYTES = 64 * 1024  # a certificate, its key and a few intermediates take a few KiB
 MAX_LIST_BYTES = 512 * 1024  # CA bundles and CRLs can be long; their PEM must fit an engine spec's file
 MIN_RSA_BITS = 2048  # OpenSSL's default security level refuses smaller keys when HAProxy loads them
+MIN_EC_BITS = 224  # the same level's bound for EC keys
+WEAK_DIGESTS = ("md5", "sha1")  # signatures that level refuses in a certificate chain
 
 
 class CertificateError(ValueError):
@@ -169,6 +171,7 @@ class TLSLoader:
             )
         _check_leaf_first(ref, cert, key, chain)
         _check_key(ref, cert, key)
+        _check_strength(ref, [cert, *chain])
         _check_validity(ref, cert, "The certificate")
         _check_chain(ref, cert, chain)
         for inter in chain:
@@ -368,10 +371,37 @@ def _check_key(ref: str, cert: x509.Certificate, key: PrivateKey) -> None:
             f"The private key does not match the certificate '{_subject(cert)}': store the key the "
             "certificate was issued for.",
         )
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
-        raise refused(
-            ref, f"The RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are needed: issue a stronger one."
-        )
+
+
+def _check_strength(ref: str, certs: list[x509.Certificate]) -> None:
+    """OpenSSL's default security level (2 on this engine) makes HAProxy refuse a certificate or chain with a
+    key of less than 112 bits of security, or a signature made with SHA-1 or MD5 (a self-signed root's
+    aside): `haproxy -c` would fail, so such material is refused here."""
+    for cert in certs:
+        key = cert.public_key()
+        kind, bits, least = "", 0, 0
+        if isinstance(key, rsa.RSAPublicKey):
+            kind, bits, least = "RSA", key.key_size, MIN_RSA_BITS
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            kind, bits, least = "EC", key.curve.key_size, MIN_EC_BITS
+        if bits < least:
+            raise refused(
+                ref,
+                f"The {kind} key of '{_subject(cert)}' has {bits} bits; at least {least} are needed: "
+                "issue it with a stronger key.",
+            )
+        if cert.issuer == cert.subject:
+            continue
+        try:
+            digest = cert.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            digest = None
+        if digest is not None and digest.name in WEAK_DIGESTS:
+            raise refused(
+                ref,
+                f"'{_subject(cert)}' is signed with {digest.name.upper()}, which OpenSSL refuses: have it "
+                "re-issued with SHA-256.",
+            )
 
 
 def _check_leaf_first(ref: str, cert: x509.Certificate, key: PrivateKey, chain: list[x509.Certificate]) -> None:
@@ -471,14 +501,13 @@ def _extension(cert: x509.Certificate, kind: type) -> x509.ExtensionType | None:
 
 
 def _names(cert: x509.Certificate) -> tuple[str, ...]:
-    """The DNS names HAProxy selects the certificate by: SAN DNS entries, else a host-name-like CN."""
+    """The DNS names HAProxy selects the certificate by: SAN DNS entries, else the CN. Only host names count
+    (at most 253 characters, DNS's limit): no client's server name is anything else."""
     san = _extension(cert, x509.SubjectAlternativeName)
-    if san is not None:
-        dns = san.get_values_for_type(x509.DNSName)
-        if dns:
-            return tuple(dns)
-    cns = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
-    return tuple(cn for cn in cns if isinstance(cn, str) and _HOSTNAME.match(cn))
+    names: list = san.get_values_for_type(x509.DNSName) if san is not None else []
+    if not names:
+        names = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    return tuple(n for n in names if isinstance(n, str) and len(n) <= 253 and _HOSTNAME.match(n))
 
 
 def _subject(cert: x509.Certificate) -> str:

@@ -57,6 +57,8 @@ import ipaddress
 import re
 import resource
 import shlex
+import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +66,7 @@ from typing import Any, Literal
 import jinja2
 
 from quadriga.engine.spec import (
+    CIPHERS_PATTERN,
     EngineSpec,
     ListenerSpec,
     ListenerTLSSpec,
@@ -118,6 +121,8 @@ NO_VERSION: dict[TLSVersion, str] = {
     "TLSv1.3": "no-tlsv13",
 }
 VERIFY = {"NONE": "none", "OPTIONAL": "optional", "MANDATORY": "required"}
+# ssl_c_s_dn(<field>) matches OpenSSL's short names: the e-mail field is emailAddress ("EMAIL" matches nothing).
+DN_FIELD_NAMES = {"EMAIL": "emailAddress", "E": "emailAddress"}
 # What the engine's OpenSSL (3.x, Debian's MinProtocol TLSv1.2) negotiates: a version list without one of
 # these leaves HAProxy with no version at all, which it refuses.
 SERVED_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
@@ -313,12 +318,28 @@ def _server_tls(pool_id: str, tls: PoolTLSSpec, extra_dir: Path, listener_protoc
     return params + _tls_options(tls, f"Pool {pool_id}")
 
 
-def _tls_options(tls: ListenerTLSSpec | PoolTLSSpec, owner: str) -> list[str]:
-    if not set(tls.versions) & set(SERVED_TLS_VERSIONS):
-        raise RenderError(
-            f"{owner}: tls_versions {', '.join(tls.versions)} holds none of the versions this engine's OpenSSL "
-            f"negotiates ({', '.join(SERVED_TLS_VERSIONS)})."
+def tls_options_error(versions: Sequence[str], ciphers: str | None) -> str | None:
+    """Why HAProxy could not serve these tls_versions and tls_ciphers (None: it can). The API asks before it
+    stores them, as `haproxy -c` refuses a cipher list OpenSSL selects nothing from and a version list
+    without a version OpenSSL negotiates leaves every handshake failing."""
+    if versions and not set(versions) & set(SERVED_TLS_VERSIONS):
+        return (
+            f"tls_versions {', '.join(versions)} holds none of the versions this engine's OpenSSL negotiates "
+            f"({', '.join(SERVED_TLS_VERSIONS)})."
         )
+    if ciphers:
+        if not re.fullmatch(CIPHERS_PATTERN, ciphers):
+            return "tls_ciphers is an OpenSSL cipher list: letters, digits and the characters _:+!@=.- only."
+        try:  # the engine's OpenSSL, as HAProxy calls it (TLS 1.2 suites; TLS 1.3 ones are not set here)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+        except ssl.SSLError:
+            return f"OpenSSL selects no cipher from tls_ciphers {ciphers!r}: use OpenSSL cipher names."
+    return None
+
+
+def _tls_options(tls: ListenerTLSSpec | PoolTLSSpec, owner: str) -> list[str]:
+    if error := tls_options_error(tls.versions, tls.ciphers):
+        raise RenderError(f"{owner}: {error}")
     options = [flag for version, flag in NO_VERSION.items() if version not in tls.versions]
     if tls.ciphers:
         options.append(f"ciphers {quote(tls.ciphers)}")
@@ -441,7 +462,7 @@ def _acl(rule: Any) -> dict[str, Any]:
     elif rule.type == "SSL_VERIFY_RESULT":  # an integer (the spec checks the value is one)
         return {"name": _acl_name(rule.id), "fetch": "ssl_c_verify", "flags": "-m int", "value": rule.value}
     elif rule.type == "SSL_DN_FIELD":
-        fetch = f"ssl_c_s_dn({fetch_arg(rule.key)})"
+        fetch = f"ssl_c_s_dn({fetch_arg(DN_FIELD_NAMES.get(rule.key.upper(), rule.key))})"
     else:  # COOKIE
         fetch = f"req.cook({fetch_arg(rule.key)})"
     # path_end already matches the end of the path; `-m str` would turn it into an exact match.

@@ -110,7 +110,8 @@ TLSVersion = Literal["SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 AlpnProtocol = Literal["h2", "http/1.1", "http/1.0"]
 ClientAuthentication = Literal["NONE", "OPTIONAL", "MANDATORY"]
 # An OpenSSL cipher list (Octavia's check): letters, digits and the list's punctuation only.
-Ciphers = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_:+!@=.-]{1,2048}$")]
+CIPHERS_PATTERN = r"^[A-Za-z0-9_:+!@=.-]{1,2048}$"
+Ciphers = Annotated[str, StringConstraints(pattern=CIPHERS_PATTERN)]
 
 SUPPORTED_LISTENER_PROTOCOLS = frozenset(get_args(ListenerProtocol))
 SUPPORTED_POOL_PROTOCOLS = frozenset(get_args(PoolProtocol))

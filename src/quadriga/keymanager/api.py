@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -30,6 +30,7 @@ from quadriga.keymanager.store import LocalSecrets, SecretInUse
 from quadriga.keymanager.validation import (
     BINARY,
     MAX_REQUEST,
+    MAX_SMALLINT,
     PLAIN_TEXT,
     TOO_LARGE,
     BarbicanError,
@@ -55,6 +56,7 @@ TITLES = {
     500: "Internal Server Error",
 }
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
+MAX_OFFSET = 2**31 - 1  # beyond any list; larger numbers overflow the database's integers
 
 
 def barbican_error(status: int, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -73,6 +75,12 @@ class _Microversion:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        # PostgreSQL refuses NUL in text (a 500 at the lookup): a NUL in the path or the query is a 400.
+        if "\x00" in scope["path"] or "\x00" in unquote(scope.get("query_string", b"").decode("latin-1")):
+            await barbican_error(400, "NUL characters are not allowed in the request path or query.")(
+                scope, receive, send
+            )
             return
         # Clients add a trailing slash to collection paths (POST /v1/secrets/): serve them without redirects.
         if scope["path"] != "/" and scope["path"].endswith("/"):
@@ -173,7 +181,7 @@ def _paging(request: Request) -> tuple[int, int]:
 
     def number(key: str, default: int) -> int:
         try:
-            return max(0, int(request.query_params.get(key, default)))
+            return min(max(0, int(request.query_params.get(key, default))), MAX_OFFSET)
         except ValueError:
             return default
 
@@ -213,9 +221,11 @@ async def _json(request: Request) -> Any:
     if content_type != "application/json":
         raise BarbicanError(415, f"Content-Type of '{content_type}' is not supported for this request.")
     try:
-        return json.loads(await _body(request))
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(await _body(request))
+        json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate ("\\ud800") is no text to store
+    except (ValueError, UnicodeError, RecursionError):  # RecursionError: nested too deep
         raise BarbicanError(400, "Malformed JSON") from None
+    return body
 
 
 def _created(request: Request, kind: str, ident: str) -> JSONResponse:
@@ -282,8 +292,8 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
             )
             if q.get(key)
         }
-        if q.get("bits", "").isdigit() and int(q["bits"]) > 0:
-            filters["bit_length"] = int(q["bits"])
+        if q.get("bits", "").isdigit() and int(q["bits"]) > 0:  # no secret has more bits than MAX_SMALLINT
+            filters["bit_length"] = min(int(q["bits"]), MAX_SMALLINT + 1)
         rows, total = store.list_secrets(project_id, offset, limit, filters)
         return _page(request, "secrets", [secret_view(request, r) for r in rows], offset, limit, total)
 

@@ -60,6 +60,8 @@ def _string(body: dict[str, Any], key: str, limit: int = 255, nullable: bool = T
         raise _invalid(f"{value!r:.40} is not of type 'string'", key, schema)
     if len(value) > limit:
         raise _invalid(f"'{key}' is too long", key, schema)
+    if "\x00" in value:  # PostgreSQL cannot store it
+        raise _invalid(f"'{key}' contains a NUL character", key, schema)
     return value.strip()
 
 
@@ -71,7 +73,10 @@ def _expiration(raw: str | None) -> dt.datetime | None:
     except ValueError:
         raise _invalid("Invalid date for 'expiration'", "expiration") from None
     if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            when = when.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # past year 9999 in UTC
+            raise _invalid("Invalid date for 'expiration'", "expiration") from None
     if when <= dt.datetime.now(dt.UTC).replace(tzinfo=None):
         raise _invalid("'expiration' is before current time", "expiration")
     return when

@@ -37,6 +37,7 @@ from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
 from quadriga.engine.regex import regex_error
+from quadriga.engine.render import tls_options_error
 from quadriga.engine.report import EngineReport
 from quadriga.engine.spec import EngineSpec, HASpec
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
@@ -159,9 +160,12 @@ class EngineProvider(ProviderDriver):
                 if reason:
                     raise Validation(f"VIP {address}: {reason}")
         for li in lb.listeners:
+            self._check_tls_options(li)
             for policy in li.l7policies:
                 for rule in policy.rules:
                     self._check_rule(rule)
+        for pool in lb.pools:
+            self._check_tls_options(pool)
 
     def loadbalancer_failover(self, lb: m.LoadBalancer) -> None:
         session = object_session(lb)
@@ -175,6 +179,30 @@ class EngineProvider(ProviderDriver):
         if amphora.status in LIVE:
             amphora.status = AMP_PENDING_DELETE
             log.info("engine %s of load balancer %s will be replaced", amphora.id, amphora.load_balancer_id)
+
+    def listener_create(self, listener: m.Listener) -> None:
+        self._check_tls_options(listener)
+
+    def listener_update(self, old: dict[str, Any], listener: m.Listener) -> None:
+        self._check_tls_options(listener)
+
+    def pool_create(self, pool: m.Pool) -> None:
+        self._check_tls_options(pool)
+
+    def pool_update(self, old: dict[str, Any], pool: m.Pool) -> None:
+        self._check_tls_options(pool)
+
+    def _check_tls_options(self, obj: m.Listener | m.Pool) -> None:
+        """A TLS listener without a default certificate, tls_versions and tls_ciphers the engine could not serve
+        are a 400 now, not an ERROR at the apply."""
+        uses_tls = obj.tls_enabled if isinstance(obj, m.Pool) else obj.protocol in c.TLS_LISTENER_PROTOCOLS
+        if uses_tls and isinstance(obj, m.Listener) and not obj.default_tls_container_ref:
+            raise Validation(
+                "A TERMINATED_HTTPS listener of this provider needs a default_tls_container_ref: the certificate "
+                "served to clients whose server name matches no SNI certificate."
+            )
+        if uses_tls and (error := tls_options_error(obj.tls_versions or (), obj.tls_ciphers)):
+            raise Validation(f"{type(obj).__name__} {obj.id}: {error}")
 
     def l7rule_create(self, rule: m.L7Rule) -> None:
         self._check_rule(rule)
