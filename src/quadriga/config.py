@@ -182,9 +182,13 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
     if path is not None:
         try:
             text = path.read_text()
-            data = tomllib.loads(text)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            where = str(exc).replace("at end of document", f"at end of document, line {text.count(chr(10)) + 1}")
+            raise ConfigError(f"cannot read config file {path}: {where}") from None
         for section, values in data.items():
             if section == "auth" and isinstance(values, dict):
                 values = dict(values)
