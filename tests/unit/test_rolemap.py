@@ -134,6 +134,7 @@ MAPPING_HEAD = '[api]\nport = 9876\n\n[auth]\nrole_mapping = [\n  {keystone = "m
         ('[auth]\ndefault_role = "nobody"\n', "line 2: [auth] default_role: unknown quadriga role 'nobody'"),
         ('\n[auth]\nrole_mapping = {keystone = "a", quadriga = "member"}\n', "line 3: [auth] role_mapping must be"),
         ("[auth]\nrole_mapping = []\n", "line 2: [auth] role_mapping is empty and there is no default_role"),
+        ('[auth]\nrole_map = [{keystone = "a", quadriga = "member"}]\n', "unknown setting [auth] role_map"),
         (
             '[[auth.role_mapping]]\nkeystone = "a"\nquadriga = "member"\n\n[[auth.role_mapping]]\n'
             'keystone = "b"\nquadriga = "boss"\n',
