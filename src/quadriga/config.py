@@ -8,6 +8,14 @@ Example config file:
     auth_strategy = "noauth"      # or "header"
     default_project = "demo"
 
+    [auth]                        # Keystone role -> quadriga role, in order, first match wins ("*": any
+    role_mapping = [              # role); the default reproduces Octavia's default policy (README)
+        {keystone = "admin", quadriga = "admin"},
+        {keystone = "lb-operator", quadriga = "member"},
+        {keystone = "*", quadriga = "observer"},
+    ]
+    default_role = "observer"     # for callers none of whose roles matches (unset: they are refused)
+
     [network]
     port = 9696
     private_cidr = "10.10.0.0/24"  # the subnets of the networks created at the first start
@@ -58,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from quadriga import constants as c
+from quadriga.api import rolemap
 
 
 def default_state_dir() -> Path:
@@ -99,6 +108,7 @@ class Settings:
     agent_cert_renew_days: float = 30.0
     spare_engines: int = 0
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
+    role_mapping: rolemap.RoleMapping = rolemap.DEFAULT
 
     @property
     def db_url(self) -> str:
@@ -171,10 +181,23 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
     settings = Settings()
     if path is not None:
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            text = path.read_text()
+        except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            where = str(exc).replace("at end of document", f"at end of document, line {text.count(chr(10)) + 1}")
+            raise ConfigError(f"cannot read config file {path}: {where}") from None
         for section, values in data.items():
+            if section == "auth" and isinstance(values, dict):
+                values = dict(values)
+                try:
+                    settings.role_mapping = rolemap.from_config(
+                        values.pop("role_mapping", None), values.pop("default_role", None), text
+                    )
+                except rolemap.RoleMappingError as exc:
+                    raise ConfigError(f"{path}, {exc}") from None
             if section == "quotas":
                 unknown = set(values) - set(c.QUOTA_RESOURCES)
                 if unknown:

@@ -203,6 +203,7 @@ async def _serve(
         quota_defaults=dict(settings.quota_defaults),
         enforce_quotas=settings.auth_strategy != "noauth",
         tls=tls,
+        role_mapping=settings.role_mapping,
     )
     servers = [
         _Server(
@@ -318,6 +319,8 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         log.info("key manager: the Barbican at %s (none served here)", settings.keymanager_endpoint)
     else:
         log.info("serving key-manager API (secret store) on %s/v1", settings.keymanager_endpoint)
+    if settings.auth_strategy != "noauth":
+        log.info("role mapping: %s", settings.role_mapping.describe())
     dataplane.start_heartbeats(settings, health)
     reconciler.start()
     watchdog.start()

@@ -17,6 +17,8 @@ from sqlalchemy import text
 from quadriga.api.app import create_app
 from quadriga.api.auth import make_authenticator
 from quadriga.api.common import Services
+from quadriga.api.rolemap import DEFAULT as DEFAULT_ROLE_MAPPING
+from quadriga.api.rolemap import RoleMapping
 from quadriga.certs.tls import TLSMaterial
 from quadriga.controller.reconciler import Reconciler
 from quadriga.db.migrate import upgrade
@@ -121,6 +123,7 @@ def make_api(
     quotas: dict | None = None,
     extra_providers: Callable[[Database], dict[str, ProviderDriver]] | None = None,
     tls: TLSMaterial | None = None,
+    role_mapping: RoleMapping = DEFAULT_ROLE_MAPPING,
 ) -> Iterator[Api]:
     """An Api over a fresh database; `tls` checks certificate refs (None: refs are stored unchecked)."""
     db = _database(tmp_path)
@@ -140,6 +143,7 @@ def make_api(
         quota_defaults=defaults,
         enforce_quotas=auth != "noauth",
         tls=tls,
+        role_mapping=role_mapping,
     )
     reconciler.start()
     try:

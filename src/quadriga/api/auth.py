@@ -21,8 +21,9 @@ from quadriga.api.errors import Unauthorized
 class RequestContext:
     project_id: str | None
     user_id: str | None = None
-    roles: frozenset[str] = field(default_factory=frozenset)
+    roles: frozenset[str] = field(default_factory=frozenset)  # Keystone's, lower case
     is_admin: bool = False
+    quadriga_roles: frozenset[str] = frozenset()  # from `roles` by the role mapping (api.rolemap)
 
 
 class Authenticator(Protocol):

@@ -4,6 +4,7 @@ Octavia's 404/403, tags, quotas and the write-then-wake pattern."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from quadriga import status
 from quadriga.api import listing, policy, views
 from quadriga.api.auth import Authenticator, RequestContext
 from quadriga.api.errors import BadRequest, NotFound, PolicyForbidden, QuotaExceeded
+from quadriga.api.rolemap import DEFAULT as DEFAULT_ROLE_MAPPING
+from quadriga.api.rolemap import RoleMapping
 from quadriga.certs.tls import TLSMaterial
 from quadriga.db import models as m
 from quadriga.db.session import Database
@@ -30,7 +33,7 @@ from quadriga.providers.base import ProviderDriver
 class Services:
     """What the API runs against. `tls` resolves listener and pool certificate refs through the key manager
     before anything is written (`quadriga serve` gives it a `TLSLoader` over its key manager); None (no key
-    manager) stores refs unchecked."""
+    manager) stores refs unchecked. `role_mapping` turns Keystone roles into quadriga roles."""
 
     db: Database
     authenticator: Authenticator
@@ -40,6 +43,7 @@ class Services:
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
     enforce_quotas: bool = True
     tls: TLSMaterial | None = None
+    role_mapping: RoleMapping = DEFAULT_ROLE_MAPPING
 
 
 def services(request: Request) -> Services:
@@ -47,7 +51,10 @@ def services(request: Request) -> Services:
 
 
 def context(request: Request) -> RequestContext:
-    return services(request).authenticator.authenticate(request)
+    """The authenticated caller, with the quadriga roles the role mapping gives its Keystone roles."""
+    svc = services(request)
+    ctx = svc.authenticator.authenticate(request)
+    return dataclasses.replace(ctx, quadriga_roles=svc.role_mapping.resolve(ctx.roles))
 
 
 def base_url(request: Request) -> str:
