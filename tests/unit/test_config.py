@@ -27,7 +27,7 @@ def test_flags_override_the_file(tmp_path):
         ("[api]\nbogus = 1\n", "unknown setting [api] bogus"),
         ("[quotas]\nwidgets = 1\n", "unknown quota(s) ['widgets']"),
         ("[api\n", "cannot read config file"),
-        ('[api]\nauth_strategy = "keystone-ish"\n', "auth_strategy must be noauth or header"),
+        ('[api]\nauth_strategy = "keystone-ish"\n', "auth_strategy must be noauth, header or keystone"),
         ('[health]\nlisten = "localhost:5555"\n', "[health] listen and receivers take IP:port"),
         ('[health]\nlisten = "127.0.0.1"\n', "is not host:port"),
         ('[health]\nreceivers = ["127.0.0.1:0"]\n', "is not host:port"),
