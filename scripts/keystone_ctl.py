@@ -91,19 +91,25 @@ def write_conf(confdir: Path, token_expiration: int) -> Path:
     return conf
 
 
-def manage(conf: Path, *args: str) -> None:
+def manage(conf: Path, *args: str) -> subprocess.Popen:
+    """`keystone-manage ARGS`, started (`finish` waits for it): each one spends seconds importing Keystone,
+    so the key setups run beside the database's."""
     user = ["--keystone-user", str(os.getuid()), "--keystone-group", str(os.getgid())]
     cmd = [str(BIN / "keystone-manage"), "--config-file", str(conf), *args]
     if args[0] in ("fernet_setup", "credential_setup"):
         cmd += user
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        sys.exit(f"keystone-manage {args[0]} failed:\n{result.stdout}{result.stderr}")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> None:
+    out, _ = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(proc.args[:4])} failed:\n{out}")
 
 
 def setup(confdir: Path, port: int, token_expiration: int, password: str) -> None:
     """Configure Keystone in `confdir` from a bootstrapped template (made once per virtualenv and password:
-    db_sync, fernet_setup, credential_setup and bootstrap take half a minute; a copy takes none). The
+    db_sync, fernet_setup, credential_setup and bootstrap take up to a minute; a copy takes none). The
     identity endpoint's port is set by `populate`. A directory set up before is left alone."""
     if (confdir / "keystone.db").exists():
         return
@@ -111,11 +117,10 @@ def setup(confdir: Path, port: int, token_expiration: int, password: str) -> Non
     if not (template / "keystone.db").exists():
         building = Path(tempfile.mkdtemp(prefix="template-", dir=sys.prefix))
         conf = write_conf(building, token_expiration)
-        manage(conf, "db_sync")
-        manage(conf, "fernet_setup")
-        manage(conf, "credential_setup")
+        keys = [manage(conf, "fernet_setup"), manage(conf, "credential_setup")]
+        finish(manage(conf, "db_sync"))
         url = auth_url(port)
-        manage(
+        bootstrap = manage(
             conf,
             "bootstrap",
             *("--bootstrap-password", password, "--bootstrap-username", "admin"),
@@ -123,6 +128,8 @@ def setup(confdir: Path, port: int, token_expiration: int, password: str) -> Non
             *("--bootstrap-service-name", "keystone", "--bootstrap-region-id", REGION),
             *("--bootstrap-admin-url", url, "--bootstrap-internal-url", url, "--bootstrap-public-url", url),
         )
+        for proc in (*keys, bootstrap):
+            finish(proc)
         shutil.rmtree(template, ignore_errors=True)
         building.rename(template)
     confdir.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from starlette.requests import Request
 
+from quadriga.api.errors import ServiceUnavailable
+from quadriga.api.keystone import KeystoneAuth
+from quadriga.config import KeystoneSettings
 from tests.clients.conftest import OpenStackCLI
-from tests.support.keystone import Keystone
+from tests.support.keystone import PASSWORD, SERVICE_USER, Keystone
 from tests.support.server import QuadrigaServer
 
 CACHE_SECONDS = 4.0
@@ -192,3 +196,42 @@ def test_keystone_down_is_503_within_the_timeout_then_recovers(
     finally:
         keystone.start()
     assert get(api, LBS, unseen[1]).status_code == 200
+
+
+def request_with(token: str) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": [(b"x-auth-token", token.encode())]})
+
+
+def service_settings(keystone: Keystone, **overrides: Any) -> KeystoneSettings:
+    fields = {"auth_url": keystone.auth_url, "username": SERVICE_USER, "password": PASSWORD, "project_name": "service"}
+    return KeystoneSettings(**{**fields, **overrides})
+
+
+def test_a_wrong_service_password_is_503_saying_so(keystone: Keystone) -> None:
+    auth = KeystoneAuth(service_settings(keystone, password="wrong"))
+    try:
+        with pytest.raises(ServiceUnavailable, match="service user 'quadriga' cannot log in.*check \\[keystone\\]"):
+            auth.authenticate(request_with(keystone.token("member-a", project="project-a")))
+    finally:
+        auth.close()
+
+
+def test_the_cache_keeps_at_most_cache_size_tokens(keystone: Keystone) -> None:
+    auth = KeystoneAuth(service_settings(keystone, cache_size=1, timeout=0.5))
+    first, second = (
+        keystone.token(user, project=p) for user, p in (("member-a", "project-a"), ("member-b", "project-b"))
+    )
+    try:
+        assert auth.authenticate(request_with(first)).project_id == keystone.projects["project-a"]
+        ctx = auth.authenticate(request_with(second))
+        assert (ctx.project_id, ctx.user_id) == (keystone.projects["project-b"], keystone.info["users"]["member-b"])
+        assert {"member", "reader"} <= ctx.roles  # member implies reader in Keystone's default roles
+        keystone.pause()
+        try:
+            assert auth.authenticate(request_with(second)).project_id == keystone.projects["project-b"]
+            with pytest.raises(ServiceUnavailable):  # evicted by `second`: Keystone must be asked
+                auth.authenticate(request_with(first))
+        finally:
+            keystone.resume()
+    finally:
+        auth.close()
