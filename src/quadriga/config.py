@@ -314,7 +314,22 @@ def clouds_yaml(settings: Settings) -> str:
     `auth.endpoint` is the key manager's /v1: python-barbicanclient's `openstack secret` commands ignore
     key_manager_endpoint_override and, with auth_type none, send every request under that endpoint; the
     load-balancer and networking clients follow their overrides, and openstacksdk follows
-    key_manager_endpoint_override (with or without /v1: it discovers the version)."""
+    key_manager_endpoint_override (with or without /v1: it discovers the version). With auth_strategy
+    keystone it is a password login to fill in: the endpoints come from Keystone's catalog."""
+    if settings.auth_strategy == "keystone":
+        return (
+            "clouds:\n"
+            "  quadriga:\n"
+            "    auth_type: password\n"
+            "    auth:\n"
+            f"      auth_url: {settings.keystone.auth_url}\n"
+            "      username: YOUR-USER\n"
+            "      password: YOUR-PASSWORD\n"
+            "      project_name: YOUR-PROJECT\n"
+            "      user_domain_name: Default\n"
+            "      project_domain_name: Default\n"
+            "    region_name: RegionOne\n"
+        )
     return (
         "clouds:\n"
         "  quadriga:\n"

@@ -119,6 +119,7 @@ def test_keystone_settings_come_from_the_file_and_are_checked(tmp_path):
     settings = config.load(path, {"state_dir": tmp_path})
     assert (settings.keystone.username, settings.keystone.cache_seconds, settings.keystone.timeout) == ("q", 5, 3.0)
     assert "pw" not in repr(settings)
+    assert "auth_type: password\n" in config.clouds_yaml(settings) and "override" not in config.clouds_yaml(settings)
     for extra, message in [
         ("", "password is needed"),
         ('password = "pw"\ntimeout = 0\n', "timeout must be a number from 0.1 to 60"),
