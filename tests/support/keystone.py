@@ -129,7 +129,11 @@ class Keystone:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Keystone:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # a failed start leaves no process and no directory behind
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
