@@ -24,6 +24,8 @@ from tests.clients.conftest import OpenStackCLI
 from tests.support.keystone import PASSWORD, SERVICE_USER, Keystone
 from tests.support.server import QuadrigaServer
 
+pytestmark = pytest.mark.keystone
+
 CACHE_SECONDS = 4.0
 TIMEOUT = 2.0
 LBS = "/v2/lbaas/loadbalancers"
