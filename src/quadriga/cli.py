@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--database-url", help="e.g. postgresql://user:pw@127.0.0.1/quadriga (default: SQLite in the state dir)"
     )
-    serve.add_argument("--auth-strategy", choices=["noauth", "header"], help="default noauth")
+    serve.add_argument(
+        "--auth-strategy", choices=config.AUTH_STRATEGIES, help="default noauth; keystone needs [keystone] in --config"
+    )
     serve.add_argument("--default-project", help="project for noauth requests that name none (default demo)")
     serve.add_argument("--provider", help="default provider: amphora (HAProxy engines, the default) or noop")
     serve.add_argument("--provider-delay", type=float, help="seconds the noop provider takes per change (default 0)")

@@ -5,7 +5,7 @@ Example config file:
     [api]
     host = "127.0.0.1"
     port = 9876
-    auth_strategy = "noauth"      # or "header"
+    auth_strategy = "noauth"      # or "header", or "keystone" (then [keystone] is needed)
     default_project = "demo"
 
     [auth]                        # Keystone role -> quadriga role, in order, first match wins ("*": any
@@ -15,6 +15,17 @@ Example config file:
         {keystone = "*", quadriga = "observer"},
     ]
     default_role = "observer"     # for callers none of whose roles matches (unset: they are refused)
+
+    [keystone]                    # auth_strategy = "keystone": X-Auth-Token is validated by this Keystone
+    auth_url = "http://127.0.0.1:5000/v3"
+    username = "quadriga"         # the service user quadriga validates tokens as (role service or admin)
+    password = "..."
+    project_name = "service"
+    user_domain_name = "Default"
+    project_domain_name = "Default"
+    cache_seconds = 60            # a validated token is trusted this long (never past its expiry)
+    cache_size = 10000            # validated tokens remembered at most
+    timeout = 3.0                 # seconds before an unanswered Keystone is a 503
 
     [network]
     port = 9696
@@ -75,6 +86,24 @@ def default_state_dir() -> Path:
 
 
 @dataclass
+class KeystoneSettings:
+    """[keystone]: where tokens are validated and as whom (the field names are the file's keys)."""
+
+    auth_url: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+    project_name: str = "service"
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    cache_seconds: float = 60.0
+    cache_size: int = 10000
+    timeout: float = 3.0
+
+
+AUTH_STRATEGIES = ("noauth", "header", "keystone")
+
+
+@dataclass
 class Settings:
     state_dir: Path = field(default_factory=default_state_dir)
     host: str = "127.0.0.1"
@@ -86,6 +115,7 @@ class Settings:
     database_url: str | None = None
     auth_strategy: str = "noauth"
     default_project: str = "demo"
+    keystone: KeystoneSettings = field(default_factory=KeystoneSettings)
     provider: str = "amphora"
     provider_delay: float = 0.0
     poll_interval: float = 1.0
@@ -204,6 +234,13 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
                     raise ConfigError(f"{path}: unknown quota(s) {sorted(unknown)}; known: {sorted(c.QUOTA_RESOURCES)}")
                 settings.quota_defaults.update({k: int(v) for k, v in values.items()})
                 continue
+            if section == "keystone":
+                known = {f.name for f in fields(KeystoneSettings)}
+                for key, value in values.items():
+                    if key not in known:
+                        raise ConfigError(f"{path}: unknown setting [keystone] {key}; known: {sorted(known)}")
+                    setattr(settings.keystone, key, value)
+                continue
             for key, value in values.items():
                 attr = FILE_KEYS.get((section, key))
                 if attr is None:
@@ -214,8 +251,10 @@ def load(path: Path | None, overrides: dict[str, Any]) -> Settings:
         if value is not None and key in names:
             setattr(settings, key, value)
     settings.state_dir = Path(settings.state_dir).expanduser()
-    if settings.auth_strategy not in ("noauth", "header"):
-        raise ConfigError(f"auth_strategy must be noauth or header, not {settings.auth_strategy!r}")
+    if settings.auth_strategy not in AUTH_STRATEGIES:
+        raise ConfigError(f"auth_strategy must be noauth, header or keystone, not {settings.auth_strategy!r}")
+    if settings.auth_strategy == "keystone":
+        _check_keystone(settings.keystone)
     for name in ("private_cidr", "public_cidr"):
         value = getattr(settings, name)
         if value is not None:
@@ -266,6 +305,21 @@ def _check_health(settings: Settings) -> None:
         raise ConfigError("[health] breaker_share must be in (0, 1] and breaker_min at least 1")
 
 
+def _check_keystone(ks: KeystoneSettings) -> None:
+    if not isinstance(ks.auth_url, str) or not ks.auth_url.startswith(("http://", "https://")):
+        raise ConfigError(f"[keystone] auth_url must be Keystone's http(s):// URL (…/v3), not {ks.auth_url!r}")
+    for name in ("username", "password", "project_name", "user_domain_name", "project_domain_name"):
+        if not isinstance(getattr(ks, name), str) or not getattr(ks, name):
+            raise ConfigError(f"[keystone] {name} is needed with auth_strategy = keystone (a non-empty string)")
+    numbers = {"cache_seconds": (0, 86400), "timeout": (0.1, 60)}
+    for name, (low, high) in numbers.items():
+        value = getattr(ks, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise ConfigError(f"[keystone] {name} must be a number from {low} to {high}, not {value!r}")
+    if isinstance(ks.cache_size, bool) or not isinstance(ks.cache_size, int) or ks.cache_size < 0:
+        raise ConfigError(f"[keystone] cache_size must be a whole number, 0 or more, not {ks.cache_size!r}")
+
+
 def _check_keymanager(settings: Settings) -> None:
     port = settings.keymanager_port
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
@@ -283,7 +337,22 @@ def clouds_yaml(settings: Settings) -> str:
     `auth.endpoint` is the key manager's /v1: python-barbicanclient's `openstack secret` commands ignore
     key_manager_endpoint_override and, with auth_type none, send every request under that endpoint; the
     load-balancer and networking clients follow their overrides, and openstacksdk follows
-    key_manager_endpoint_override (with or without /v1: it discovers the version)."""
+    key_manager_endpoint_override (with or without /v1: it discovers the version). With auth_strategy
+    keystone it is a password login to fill in: the endpoints come from Keystone's catalog."""
+    if settings.auth_strategy == "keystone":
+        return (
+            "clouds:\n"
+            "  quadriga:\n"
+            "    auth_type: password\n"
+            "    auth:\n"
+            f"      auth_url: {settings.keystone.auth_url}\n"
+            "      username: YOUR-USER\n"
+            "      password: YOUR-PASSWORD\n"
+            "      project_name: YOUR-PROJECT\n"
+            "      user_domain_name: Default\n"
+            "      project_domain_name: Default\n"
+            "    region_name: RegionOne\n"
+        )
     return (
         "clouds:\n"
         "  quadriga:\n"

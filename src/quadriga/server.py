@@ -192,7 +192,7 @@ async def _serve(
     keymanager_socket: socket.socket | None,
     tls: TLSMaterial,
 ) -> None:
-    authenticator = make_authenticator(settings.auth_strategy, settings.default_project)
+    authenticator = make_authenticator(settings.auth_strategy, settings.default_project, settings.keystone)
     providers = reconciler.providers
     svc = Services(
         db=db,

@@ -27,7 +27,7 @@ def test_flags_override_the_file(tmp_path):
         ("[api]\nbogus = 1\n", "unknown setting [api] bogus"),
         ("[quotas]\nwidgets = 1\n", "unknown quota(s) ['widgets']"),
         ("[api\n", "cannot read config file"),
-        ('[api]\nauth_strategy = "keystone-ish"\n', "auth_strategy must be noauth or header"),
+        ('[api]\nauth_strategy = "keystone-ish"\n', "auth_strategy must be noauth, header or keystone"),
         ('[health]\nlisten = "localhost:5555"\n', "[health] listen and receivers take IP:port"),
         ('[health]\nlisten = "127.0.0.1"\n', "is not host:port"),
         ('[health]\nreceivers = ["127.0.0.1:0"]\n', "is not host:port"),
@@ -110,3 +110,25 @@ def test_keymanager_settings_and_clouds_yaml(tmp_path):
         config.load(None, {"state_dir": tmp_path, "keymanager_port": 70000})
     with pytest.raises(config.ConfigError, match="url"):
         config.load(None, {"state_dir": tmp_path, "keymanager_url": "barbican:9311"})
+
+
+def test_keystone_settings_come_from_the_file_and_are_checked(tmp_path):
+    path = tmp_path / "q.toml"
+    good = '[api]\nauth_strategy = "keystone"\n[keystone]\nauth_url = "http://127.0.0.1:5000/v3"\nusername = "q"\n'
+    path.write_text(good + 'password = "pw"\ncache_seconds = 5\n')
+    settings = config.load(path, {"state_dir": tmp_path})
+    assert (settings.keystone.username, settings.keystone.cache_seconds, settings.keystone.timeout) == ("q", 5, 3.0)
+    assert "pw" not in repr(settings)
+    assert "auth_type: password\n" in config.clouds_yaml(settings) and "override" not in config.clouds_yaml(settings)
+    for extra, message in [
+        ("", "password is needed"),
+        ('password = "pw"\ntimeout = 0\n', "timeout must be a number from 0.1 to 60"),
+        ('password = "pw"\ncache_size = -1\n', "cache_size must be a whole number"),
+        ('password = "pw"\ntoken = "x"\n', "unknown setting [keystone] token"),
+    ]:
+        path.write_text(good + extra)
+        with pytest.raises(config.ConfigError, match=re.escape(message)):
+            config.load(path, {"state_dir": tmp_path})
+    path.write_text(good.replace("http://127.0.0.1:5000/v3", "keystone:5000") + 'password = "pw"\n')
+    with pytest.raises(config.ConfigError, match="auth_url must be"):
+        config.load(path, {"state_dir": tmp_path})

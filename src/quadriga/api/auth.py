@@ -5,7 +5,7 @@ Strategies:
   X-Tenant, else the configured default project (real Octavia answers 400 there instead).
 - `header`: X-Project-Id, X-User-Id and X-Roles are trusted as if a token middleware had set them, so the
   RBAC rules are enforced. Deploy it only behind a proxy that sets those headers.
-A `keystone` strategy plugs in here by implementing `Authenticator`."""
+- `keystone`: X-Auth-Token validated by Keystone (quadriga.api.keystone)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Protocol
 from starlette.requests import Request
 
 from quadriga.api.errors import Unauthorized
+from quadriga.config import KeystoneSettings
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,16 @@ class TrustedHeaders:
         return RequestContext(project_id=project, user_id=request.headers.get("x-user-id"), roles=roles)
 
 
-def make_authenticator(strategy: str, default_project: str | None) -> Authenticator:
+def make_authenticator(
+    strategy: str, default_project: str | None, keystone: KeystoneSettings | None = None
+) -> Authenticator:
+    """The one authenticator every API of a server shares (so they share its Keystone token cache)."""
     if strategy == "noauth":
         return NoAuth(default_project)
     if strategy == "header":
         return TrustedHeaders()
-    raise ValueError(f"unknown auth_strategy {strategy!r}: use noauth or header")
+    if strategy == "keystone" and keystone is not None:
+        from quadriga.api.keystone import KeystoneAuth  # it imports this module's RequestContext
+
+        return KeystoneAuth(keystone)
+    raise ValueError(f"unknown auth_strategy {strategy!r}: use noauth, header or keystone (with its settings)")

@@ -272,7 +272,7 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
 
     @app.post("/v1/secrets", status_code=201)
     async def create_secret(request: Request) -> JSONResponse:
-        project_id, user_id = project(request)
+        project_id, user_id = await run_in_threadpool(project, request)  # Keystone may be asked: not on the loop
         meta, payload = new_secret(await _json(request), user_id)
         secret = await run_in_threadpool(store.create_secret, project_id, meta, payload)
         return _created(request, "secret", secret.id)
@@ -326,7 +326,7 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
 
     @app.put("/v1/secrets/{secret_id}", status_code=204)
     async def put_secret(request: Request, secret_id: str) -> Response:
-        project_id, _ = project(request)
+        project_id, _ = await run_in_threadpool(project, request)
         raw_type = request.headers.get("content-type", "")
         content_type = normalize_content_type(raw_type) if raw_type else None
         if content_type is None or content_type == "application/pkcs8":
@@ -349,7 +349,7 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
 
     @app.post("/v1/containers", status_code=201)
     async def create_container(request: Request) -> JSONResponse:
-        project_id, user_id = project(request)
+        project_id, user_id = await run_in_threadpool(project, request)
         name, type_, refs = new_container(await _json(request))
         container = await run_in_threadpool(store.create_container, project_id, name, type_, refs, user_id)
         return _created(request, "container", container.id)
