@@ -12,6 +12,11 @@ venv=${QUADRIGA_KEYSTONE_VENV:-$repo/.cache/keystone-venv}
 # The versions that were tested; a venv made with other pins is remade.
 pins="keystone==30.0.0 gunicorn==27.0.1"
 
+# One installer at a time: `scripts/test.sh` installs in the background while the tests that need Keystone
+# (which call this script too) wait here until it is done.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
 if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$pins" ]; then
   python=${PYTHON:-python3}
   echo "==> installing Keystone into $venv ($pins)" >&2
@@ -22,6 +27,7 @@ if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$pins" ]; th
   "$venv/bin/python" -m pip install -q $pins >&2
   echo "$pins" > "$venv/.installed"
 fi
+flock -u 9
 
 if [ "${1:-}" = install ]; then
   echo "$venv"

@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
-# A real Keystone for tests/keystone, in its own virtualenv (a no-op when it is already there).
-started=$SECONDS
-scripts/keystone.sh install >/dev/null
-echo "==> Keystone's virtualenv ready ($((SECONDS - started)) s)"
+# A real Keystone for tests/keystone, in its own virtualenv (a no-op when it is already there), installed in
+# the background while the first tests run; tests/keystone waits for it (scripts/keystone.sh holds a lock).
+keystone_log=$(mktemp /tmp/quadriga-keystone-install.XXXXXX)
+scripts/keystone.sh install >"$keystone_log" 2>&1 &
+keystone_install=$!
 . .venv/bin/activate
 
 echo "==> ruff"
@@ -22,6 +23,12 @@ pg_url=$(scripts/pg.sh start "$pgdir" "$port")
 
 echo "==> pytest (SQLite)"
 pytest -q -p no:cacheprovider tests
+if ! wait "$keystone_install"; then
+  echo "Keystone's virtualenv could not be installed:" >&2
+  cat "$keystone_log" >&2
+  exit 1
+fi
+rm -f "$keystone_log"
 echo "==> pytest on PostgreSQL: the API, the clients, the secret store, the health recorder and watchdog, basic, failover and pair e2e, chaos"
 QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
   pytest -q -p no:cacheprovider tests/api tests/clients tests/keymanager/test_api.py tests/e2e/test_basics.py tests/e2e/test_tls.py \
