@@ -444,6 +444,7 @@ class Result:
             "rps": round(n / self.wall, 2) if self.wall > 0 else None,
             "p50_ms": pct(0.50),
             "p90_ms": pct(0.90),
+            "p95_ms": pct(0.95),
             "p99_ms": pct(0.99),
             "min_ms": round(lat[0] * 1000, 2) if n else None,
             "max_ms": round(lat[-1] * 1000, 2) if n else None,

@@ -89,7 +89,7 @@ async def reject_unknown_roots(request: Request, _ctx: RequestContext = Depends(
     except ValueError:
         return  # not JSON: the framework reports that
     if isinstance(body, dict) and (unknown := sorted(set(body) - {p.alias for p in params})):
-        raise errors.BadRequest(f"Unknown attribute for argument {params[0].alias}: {', '.join(unknown)}")
+        raise errors.BadRequest(errors.unknown_attribute(params[0].alias, ", ".join(unknown)))
 
 
 def _has_nul(value: Any) -> bool:

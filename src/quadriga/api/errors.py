@@ -97,6 +97,33 @@ def fault(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# The names Octavia's controllers give their body arguments, which its "Unknown attribute" faults quote.
+OCTAVIA_ARGUMENT = {
+    "loadbalancer": "load_balancer",
+    "listener": "listener_",
+    "pool": "pool_",
+    "member": "member_",
+    "members": "members_",
+    "healthmonitor": "health_monitor_",
+    "l7policy": "l7policy_",
+    "rule": "rule_",
+    "flavor": "flavor_",
+    "flavorprofile": "flavor_profile_",
+    "availability_zone": "availability_zone_",
+    "availability_zone_profile": "availability_zone_profile_",
+    "quota": "quotas",
+}
+
+
+def unknown_attribute(owner: list[str] | str, names: str) -> str:
+    """Octavia's (WSME's) fault for keys it does not know: beside the root key (`owner` the root) the argument's
+    name, inside the body (`owner` the path to the object) "argument.root[.path]"."""
+    path = [owner] if isinstance(owner, str) else list(owner)
+    if path and path[0] in OCTAVIA_ARGUMENT:
+        path = [OCTAVIA_ARGUMENT[path[0]], *path] if isinstance(owner, list) else [OCTAVIA_ARGUMENT[path[0]]]
+    return f"Unknown attribute for argument {'.'.join(path) or 'body'}: {names}"
+
+
 def validation_message(errors: list[Any]) -> str:
     """Octavia's (WSME's) wording for the first error pydantic found."""
     if not errors:
@@ -107,15 +134,18 @@ def validation_message(errors: list[Any]) -> str:
     field = path[-1] if path else "body"
     kind = err.get("type", "")
     if kind == "extra_forbidden":
-        owner = path[-2] if len(path) > 1 else "body"
-        return f"Unknown attribute for argument {owner}: {field}"
+        return unknown_attribute(path[:-1], field)
     if kind == "missing":
         return f"Invalid input for field/attribute {field}. Value: 'None'. Mandatory field missing."
     if kind == "json_invalid":
         return f"Invalid JSON body: {err.get('ctx', {}).get('error', err.get('msg', ''))}"
+    ctx = err.get("ctx", {})
     if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        reason = f"Value should be one of: {expected.replace(' or ', ', ')}"
+        expected = ctx.get("expected", "").replace(" or ", ", ").replace("'", "")
+        reason = f"Value should be one of: {expected}"
+    elif kind in ("less_than_equal", "greater_than_equal"):
+        bound = ctx.get("le", ctx.get("ge"))
+        reason = f"Value should be {'lower' if kind == 'less_than_equal' else 'greater'} or equal to {bound}"
     else:
         reason = err.get("msg", "")
     value = err.get("input")

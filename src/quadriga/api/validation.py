@@ -156,17 +156,20 @@ def _url(value: str, field: str) -> None:
         raise Validation(f"{field} '{value}' is not a valid URL.")
 
 
+L7POLICY_ARGS = "Invalid L7 Policy arguments:"  # Octavia's InvalidL7PolicyArgs
+
+
 def l7policy(v: dict[str, Any]) -> None:
     action = v["action"]
     if action == "REDIRECT_TO_POOL" and not v.get("redirect_pool_id"):
-        raise Validation("A valid redirect_pool_id must be specified for a REDIRECT_TO_POOL policy.")
+        raise BadRequest(f"{L7POLICY_ARGS} redirect_pool_id or redirect_pool must not be None")
     if action == "REDIRECT_TO_URL":
         if not v.get("redirect_url"):
-            raise Validation("A valid redirect_url must be specified for a REDIRECT_TO_URL policy.")
+            raise BadRequest(f"{L7POLICY_ARGS} redirect_url must not be None")
         _url(v["redirect_url"], "redirect_url")
     if action == "REDIRECT_PREFIX":
         if not v.get("redirect_prefix"):
-            raise Validation("A valid redirect_prefix must be specified for a REDIRECT_PREFIX policy.")
+            raise BadRequest(f"{L7POLICY_ARGS} redirect_prefix must not be None")
         _url(v["redirect_prefix"], "redirect_prefix")
     if v.get("redirect_http_code") is not None and action not in ("REDIRECT_TO_URL", "REDIRECT_PREFIX"):
         raise Validation(f"redirect_http_code is only valid for REDIRECT_TO_URL and REDIRECT_PREFIX, not for {action}.")

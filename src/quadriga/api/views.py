@@ -111,14 +111,19 @@ def listener(li: m.Listener, tags: TagMap) -> dict[str, Any]:
     }
 
 
+SESSION_PERSISTENCE_KEYS = ("type", "cookie_name", "persistence_timeout", "persistence_granularity")
+
+
 def pool(p: m.Pool, tags: TagMap) -> dict[str, Any]:
-    return {
+    """Octavia's pool: every session-persistence key (null when unset), no healthmonitor_id without a monitor."""
+    sp = p.session_persistence
+    view = {
         **_common(p, tags),
         "name": _text(p.name),
         "description": _text(p.description),
         "protocol": p.protocol,
         "lb_algorithm": p.lb_algorithm,
-        "session_persistence": p.session_persistence,
+        "session_persistence": {k: sp.get(k) for k in SESSION_PERSISTENCE_KEYS} if sp else None,
         "loadbalancers": [{"id": p.load_balancer_id}],
         "listeners": _ids(p.listeners),
         "members": _ids(p.members),
@@ -131,6 +136,9 @@ def pool(p: m.Pool, tags: TagMap) -> dict[str, Any]:
         "tls_versions": p.tls_versions,
         "alpn_protocols": p.alpn_protocols,
     }
+    if view["healthmonitor_id"] is None:
+        del view["healthmonitor_id"]
+    return view
 
 
 def member(mb: m.Member, tags: TagMap) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from quadriga.api import common, listing, policy, schemas, views
 from quadriga.api.auth import RequestContext
-from quadriga.api.errors import BadRequest, Conflict, NotFound
+from quadriga.api.errors import BadRequest, Conflict, NotFound, unknown_attribute
 from quadriga.db import models as m
 
 router = APIRouter()
@@ -165,7 +165,7 @@ def _root(body: Any, root: str) -> Any:
         raise BadRequest(f"Invalid input for field/attribute {root}. Value: 'None'. Mandatory field missing.")
     unknown = set(body) - {root}
     if unknown:
-        raise BadRequest(f"Unknown attribute for argument {root}: {', '.join(sorted(unknown))}")
+        raise BadRequest(unknown_attribute(root, ", ".join(sorted(unknown))))
     return body[root]
 
 

@@ -110,6 +110,8 @@ def build_policy(session: Session, listener: m.Listener, project_id: str, fields
     session.add(pol)
     session.flush()
     _place(listener, pol, position)
+    session.flush()
+    pol.updated_at = None  # placing it was part of its create: Octavia answers null until the first change
     common.add_tags(session, pol.id, tags)
     for rule in rules:
         build_rule(session, pol, project_id, rule)

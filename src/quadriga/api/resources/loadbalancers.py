@@ -198,6 +198,7 @@ def create_loadbalancer(
         status.mark_change(lb, "loadbalancer", lb, "create")
         lb.revision = 1
         common.provider_of(svc, lb).loadbalancer_create(lb)
+        lb.updated_at = None  # the steps above are its create: Octavia answers null until the first change
         session.flush()
         session.refresh(lb)
         ids = [o.id for o in status.tree(lb)]
