@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -101,6 +102,15 @@ def venv_python() -> Path:
 def install() -> Path:
     """Create the cached virtualenv once (about a minute); later calls only check its marker."""
     marker = VENV / (".installed-" + "-".join(PACKAGES))
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    # One installer at a time: scripts/test.sh installs in the background while a test that needs the peer
+    # waits here until it is done.
+    with (VENV.parent / (VENV.name + ".lock")).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install(marker)
+
+
+def _install(marker: Path) -> Path:
     if marker.exists():
         return VENV
     log(f"installing {' '.join(PACKAGES)} into {VENV} (about a minute)")

@@ -10,6 +10,10 @@ scripts/install.sh --test
 keystone_log=$(mktemp /tmp/quadriga-keystone-install.XXXXXX)
 scripts/keystone.sh install >"$keystone_log" 2>&1 &
 keystone_install=$!
+# The same for the real Octavia that tests/conformance runs side by side.
+peer_log=$(mktemp /tmp/quadriga-octavia-install.XXXXXX)
+scripts/octavia-peer.sh install >"$peer_log" 2>&1 &
+peer_install=$!
 . .venv/bin/activate
 
 echo "==> ruff"
@@ -29,6 +33,12 @@ if ! wait "$keystone_install"; then
   exit 1
 fi
 rm -f "$keystone_log"
+if ! wait "$peer_install"; then
+  echo "the Octavia peer's virtualenv could not be installed:" >&2
+  cat "$peer_log" >&2
+  exit 1
+fi
+rm -f "$peer_log"
 echo "==> pytest on PostgreSQL: the API, the clients, the secret store, the health recorder and watchdog, basic, failover and pair e2e, chaos"
 QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
   pytest -q -p no:cacheprovider tests/api tests/clients tests/keymanager/test_api.py tests/e2e/test_basics.py tests/e2e/test_tls.py \
