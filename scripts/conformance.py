@@ -290,8 +290,9 @@ def run_tempest(workdir: Path, regex: str, conf: str, time_limit: float | None) 
     listed = subprocess.run(
         [tempest, "run", "--list-tests", "--regex", regex], cwd=ws, capture_output=True, text=True, env=env
     )
-    matched = sum(1 for line in listed.stdout.splitlines() if re.match(r"\w+(\.\w+)+\[", line))
-    log(f"tempest run --regex {regex} --concurrency 1: {matched} tests (stream: {workdir / 'tempest.subunit'})")
+    ids = [line.split("[")[0] for line in listed.stdout.splitlines() if re.match(r"\w+(\.\w+)+\[", line)]
+    (workdir / "tests.txt").write_text("\n".join(ids) + "\n")
+    log(f"tempest run --regex {regex} --concurrency 1: {len(ids)} tests (stream: {workdir / 'tempest.subunit'})")
     started = time.monotonic()
     with (workdir / "tempest.subunit").open("wb") as out, (workdir / "tempest-run.err").open("wb") as err:
         proc = subprocess.Popen(
@@ -312,7 +313,7 @@ def run_tempest(workdir: Path, regex: str, conf: str, time_limit: float | None) 
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 code = proc.wait()
-    return code, time.monotonic() - started, matched
+    return code, time.monotonic() - started, len(ids)
 
 
 OUTCOMES = ("success", "fail", "skip", "xfail", "uxsuccess")
@@ -359,6 +360,13 @@ def summarize(workdir: Path, seconds: float, matched: int) -> dict[str, Any]:
         picked = [ln for ln in lines if any(m in ln for m in marks) and not ln.startswith("File ")]
         return " | ".join(picked[-3:]) if picked else (lines[-1] if lines else "")
 
+    # a class whose setup failed or skipped stands for all its tests
+    listed = (workdir / "tests.txt").read_text().split()
+    for t in tests:
+        if t["id"].startswith("setUpClass ("):
+            cls = t["id"][len("setUpClass (") : -1]
+            t["tests"] = sum(1 for i in listed if i.startswith(cls + "."))
+    in_classes = {s: sum(t.get("tests", 0) for t in tests if t["status"] == s) for s in ("fail", "skip")}
     summary = {
         "seconds": round(seconds),
         "matched": matched,
@@ -366,9 +374,15 @@ def summarize(workdir: Path, seconds: float, matched: int) -> dict[str, Any]:
         "passed": counts.get("success", 0),
         "failed": counts.get("fail", 0),
         "skipped": counts.get("skip", 0),
+        "tests_in_failed_classes": in_classes["fail"],
+        "tests_in_skipped_classes": in_classes["skip"],
         "counts": counts,
-        "failures": [{"id": t["id"], "cause": cause(t)} for t in tests if t["status"] == "fail"],
-        "skips": [{"id": t["id"], "cause": cause(t)} for t in tests if t["status"] == "skip"],
+        "failures": [
+            {"id": t["id"], "tests": t.get("tests", 1), "cause": cause(t)} for t in tests if t["status"] == "fail"
+        ],
+        "skips": [
+            {"id": t["id"], "tests": t.get("tests", 1), "cause": cause(t)} for t in tests if t["status"] == "skip"
+        ],
     }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -448,11 +462,13 @@ def main() -> None:
         sys.exit(f"conformance: {exc}")
     for kind in ("failures", "skips"):
         for t in summary[kind]:
-            print(f"{kind[:-1].upper():8} {t['id']}: {t['cause'][:300]}")
+            size = f" ({t['tests']} tests)" if t["id"].startswith("setUpClass") else ""
+            print(f"{kind[:-1].upper():8} {t['id']}{size}: {t['cause'][:300]}")
     print(
         f"conformance: {summary['matched']} tests matched; {summary['run']} run, {summary['passed']} passed, "
         f"{summary['failed']} failed, {summary['skipped']} skipped in {summary['seconds']} s "
-        f"(details: {workdir}/summary.json, {workdir}/tempest.log)"
+        f"(details: {workdir}/summary.json, {workdir}/tempest.log); in classes whose setup failed: "
+        f"{summary['tests_in_failed_classes']} tests, skipped as a class: {summary['tests_in_skipped_classes']} tests"
     )
     sys.exit(1 if summary["failed"] or summary["tempest_exit"] else 0)
 
