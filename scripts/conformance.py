@@ -35,6 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import keystone_ctl  # scripts/, beside this file
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("QUADRIGA_TEMPEST_VENV", REPO / ".cache" / "tempest-venv"))
 # Branchless plugin: its newest release tests Octavia 2025.x (octavia 19.0.0, the peer's version).
@@ -163,19 +165,6 @@ class Quadriga:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)
-
-
-def admin_token(auth_url: str) -> str:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": PASSWORD}},
-            },
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-        }
-    }
-    return http_json("POST", auth_url + "/auth/tokens?nocatalog", body)[1]["X-Subject-Token"]
 
 
 def capability(lb_url: str, token: str, provider: str, kind: str, name: str) -> str:
@@ -413,7 +402,7 @@ def run(workdir: Path, regex: str, noop: bool, keep: bool, time_limit: float | N
             "--key-manager",
             quadriga.km_url,
         )
-        token = admin_token(auth_url)
+        token = keystone_ctl.Client(auth_url, PASSWORD).token  # Keystone's bootstrap admin
         listed = http_json("GET", quadriga.lb_url + "/v2/lbaas/providers", token=token)[0]["providers"]
         providers = {p["name"]: p["description"] for p in listed}
         capabilities = {
