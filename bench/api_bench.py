@@ -257,6 +257,17 @@ def load_average() -> float | None:
         return None
 
 
+def run_guarded(bench: Any, label: str, log: Callable[[str], None]) -> str | None:
+    """Run `bench`; a failure stops it early and is returned (and logged) so the other runs still report."""
+    try:
+        bench.run()
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+        log(f"!! {label} stopped early: {failure}")
+        return failure
+    return None
+
+
 def wait_until_quiet(max_wait: float, threshold: float, log: Callable[[str], None]) -> float | None:
     """Wait (at most `max_wait` s) until the machine's busy CPU over 5 s is below `threshold` cores; returns
     the last measurement. Other people's test runs on the same 2 cores distort every figure."""
@@ -867,12 +878,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench = Bench(server, mode, plan, args.time_limit, log)
                 if url:
                     bench.db_pid = listening_pid(urllib.parse.urlsplit(url).port or 5432)
-                failure = None
-                try:
-                    bench.run()
-                except Exception as exc:
-                    failure = f"{type(exc).__name__}: {exc}"
-                    log(f"!! {db}/{mode} stopped early: {failure}")
+                failure = run_guarded(bench, f"{db}/{mode}", log)
                 log_tail = server.log_tail(80) if any(r.errors for r in bench.results) or failure else ""
             runs.append(
                 {

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import api_bench  # bench/api_bench.py (the script's directory is on sys.path)
-from api_bench import Bench, Plan, fmt
+from api_bench import Bench, Plan, fmt, run_guarded
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -75,12 +75,7 @@ class _PeerTarget(OctaviaPeer):
 
 def run_one(name: str, make_bench: Any, log: Any) -> dict[str, Any]:
     bench = make_bench()
-    failure = None
-    try:
-        bench.run()
-    except Exception as exc:
-        failure = f"{type(exc).__name__}: {exc}"
-        log(f"!! {name} stopped early: {failure}")
+    failure = run_guarded(bench, name, log)
     summaries = [s for s in (r.summary() for r in bench.results) if s["completed"]]
     return {"server": name, "failure": failure, "notes": bench.notes, "scenarios": summaries}
 
