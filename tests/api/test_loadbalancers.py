@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import uuid
 
 from sqlalchemy import func, select
 
 from quadriga.db import models as m
+from quadriga.providers.noop import NoopProvider
+from tests.support.api_harness import make_api
 
 LB = "/v2/lbaas/loadbalancers"
 
@@ -179,3 +182,42 @@ def test_stats_and_version_documents_and_aliases(api):
     assert versions[0]["id"] == "v2.0" and versions[-1] == {**versions[-1], "id": "v2.30", "status": "CURRENT"}
     assert api.ok(api.get("/v2"), 200)["version"]["id"] == "v2.30"
     assert api.ok(api.get(f"{LB}/{lb['id']}/statuses"), 200)["statuses"]["loadbalancer"]["id"] == lb["id"]
+
+
+def test_noop_provider_takes_a_vip_on_a_network_that_does_not_exist(api):
+    """As Octavia's noop network driver: tempest's test_with_noop mode sends made-up network and subnet ids."""
+    net, subnet, extra = (str(uuid.uuid4()) for _ in range(3))
+    body = {"vip_network_id": net, "vip_subnet_id": subnet, "vip_address": "198.18.33.33"}
+    body["additional_vips"] = [{"subnet_id": extra, "ip_address": "198.18.34.34"}]
+    lb = api.ok(api.post(LB, {"loadbalancer": body}), 201)["loadbalancer"]
+    assert (lb["vip_network_id"], lb["vip_subnet_id"], lb["vip_address"]) == (net, subnet, "198.18.33.33")
+    assert lb["vip_port_id"] and [(v["subnet_id"], v["ip_address"]) for v in lb["additional_vips"]] == [
+        (extra, "198.18.34.34")
+    ]
+    assert vip_ports(api) == 0  # nothing allocated in the embedded networking
+    api.wait_lb(lb["id"])
+    only_port = api.ok(api.post(LB, {"loadbalancer": {"vip_port_id": str(uuid.uuid4())}}), 201)["loadbalancer"]
+    assert only_port["vip_address"] == "198.51.100.1" and only_port["vip_subnet_id"] and only_port["vip_network_id"]
+    api.wait_lb(only_port["id"])
+    for lb_id in (lb["id"], only_port["id"]):
+        api.ok(api.delete(f"{LB}/{lb_id}"), 204)
+        api.wait_lb(lb_id, "DELETED")
+
+
+class _NetworkedNoop(NoopProvider):
+    name = "networked"
+    uses_network = True
+
+
+def test_a_provider_with_a_data_plane_needs_the_network_to_exist(tmp_path):
+    for api in make_api(tmp_path, extra_providers=lambda db: {"networked": _NetworkedNoop()}):
+        net = str(uuid.uuid4())
+        response = api.post(LB, {"loadbalancer": {"vip_network_id": net, "provider": "networked"}})
+        assert response.status_code == 400 and response.json()["faultstring"] == f"Network {net} not found."
+        subnet_id = api.subnet_id()
+        extra = [{"subnet_id": str(uuid.uuid4())}]
+        response = api.post(
+            LB, {"loadbalancer": {"vip_subnet_id": subnet_id, "provider": "networked", "additional_vips": extra}}
+        )
+        assert response.status_code == 400 and "not found" in response.json()["faultstring"]
+        assert vip_ports(api) == 0  # nothing half-written

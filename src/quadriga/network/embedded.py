@@ -430,6 +430,21 @@ class Vip:
     network_id: str
 
 
+# The address of a stand-in VIP that names none (TEST-NET-2, as Octavia's noop network driver).
+STAND_IN_ADDRESS = "198.51.100.1"
+
+
+def stand_in_vip(port_id: str | None, network_id: str | None, subnet_id: str | None, address: str | None) -> Vip:
+    """A VIP for a provider without a data plane on a network the embedded networking does not have:
+    the ids and address the request names (made up where it names none); nothing is allocated or stored."""
+    return Vip(
+        address=address or STAND_IN_ADDRESS,
+        port_id=port_id or m.new_id(),
+        subnet_id=subnet_id or m.new_id(),
+        network_id=network_id or m.new_id(),
+    )
+
+
 def _vip_from_port(session: Session, port_id: str, subnet_id: str | None, address: str | None, device_id: str) -> Vip:
     port = session.get(m.Port, port_id)
     if port is None:
@@ -497,14 +512,18 @@ def allocate_vip(
     network_id: str | None = None,
     subnet_id: str | None = None,
     address: str | None = None,
+    stand_in: bool = False,
 ) -> Vip:
     """Find or create the VIP port of load balancer `lb_id`, following Octavia's rules for which of
-    vip_port_id / vip_network_id / vip_subnet_id / vip_address decides what."""
+    vip_port_id / vip_network_id / vip_subnet_id / vip_address decides what. With `stand_in` (a provider
+    without a data plane) a port, network or subnet that does not exist gives a stand-in VIP instead of 400."""
     if address is not None:
         try:
             address = ipam.canonical(address)
         except ValueError:
             raise Validation(f"{address} is not a valid IP address.") from None
+    if stand_in and not _vip_target_exists(session, port_id, network_id, subnet_id):
+        return stand_in_vip(port_id, network_id, subnet_id, address)
     device_id = f"lb-{lb_id}"
     if port_id:
         return _vip_from_port(session, port_id, subnet_id, address, device_id)
@@ -539,6 +558,17 @@ def allocate_vip(
         raise Validation(f"IP address {address} is not a valid IP for the specified subnet.") from None
     session.add(port)
     return Vip(address=port.fixed_ips[0].ip_address, port_id=port.id, subnet_id=subnet.id, network_id=subnet.network_id)
+
+
+def _vip_target_exists(session: Session, port_id: str | None, network_id: str | None, subnet_id: str | None) -> bool:
+    """Whether what decides the VIP (the port, else the network, else the subnet) is in the embedded networking."""
+    if port_id:
+        return session.get(m.Port, port_id) is not None
+    if network_id:
+        return session.get(m.Network, network_id) is not None
+    if subnet_id:
+        return session.get(m.Subnet, subnet_id) is not None
+    return True
 
 
 def release_vip(session: Session, port_id: str | None) -> None:

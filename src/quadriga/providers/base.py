@@ -33,6 +33,9 @@ class RejectedChange(ApplyError):
 class ProviderDriver:
     name = "base"
     description = ""
+    # False for a provider without a data plane: a VIP may then name a network, subnet or port that the
+    # embedded networking does not have, and gets a stand-in (Octavia's noop network driver does the same).
+    uses_network = True
 
     # --- validation hooks, called by the API before commit (defaults accept everything) ----------
     def loadbalancer_create(self, lb: m.LoadBalancer) -> None: ...

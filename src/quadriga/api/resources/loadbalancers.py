@@ -174,6 +174,7 @@ def create_loadbalancer(
             provisioning_status=c.PENDING_CREATE,
             operating_status=c.OFFLINE,
         )
+        stand_in = not svc.providers[provider].uses_network
         vip = embedded.allocate_vip(
             session,
             project,
@@ -182,10 +183,11 @@ def create_loadbalancer(
             network_id=body.vip_network_id,
             subnet_id=body.vip_subnet_id,
             address=body.vip_address,
+            stand_in=stand_in,
         )
         lb.vip_address, lb.vip_port_id = vip.address, vip.port_id
         lb.vip_subnet_id, lb.vip_network_id = vip.subnet_id, vip.network_id
-        lb.additional_vips = _additional_vips(session, project, lb, vip, body.additional_vips or [])
+        lb.additional_vips = _additional_vips(session, project, lb, vip, body.additional_vips or [], stand_in)
         session.add(lb)
         session.flush()
         common.add_tags(session, lb.id, body.tags)
@@ -206,7 +208,12 @@ def create_loadbalancer(
 
 
 def _additional_vips(
-    session: Session, project: str, lb: m.LoadBalancer, vip: embedded.Vip, extra: list[schemas.AdditionalVip]
+    session: Session,
+    project: str,
+    lb: m.LoadBalancer,
+    vip: embedded.Vip,
+    extra: list[schemas.AdditionalVip],
+    stand_in: bool,
 ) -> list[dict[str, Any]]:
     subnets = [vip.subnet_id]
     out = []
@@ -214,7 +221,12 @@ def _additional_vips(
         if item.subnet_id in subnets:
             raise Validation("Duplicate VIP subnet(s) specified. Only one IP can be bound per subnet.")
         subnets.append(item.subnet_id)
-        extra_vip = embedded.allocate_vip(session, project, lb.id, subnet_id=item.subnet_id, address=item.ip_address)
+        if stand_in and session.get(m.Subnet, item.subnet_id) is None:
+            extra_vip = embedded.stand_in_vip(None, vip.network_id, item.subnet_id, item.ip_address)
+        else:
+            extra_vip = embedded.allocate_vip(
+                session, project, lb.id, subnet_id=item.subnet_id, address=item.ip_address
+            )
         if extra_vip.network_id != vip.network_id:
             raise Validation("All VIP subnets must belong to the same network.")
         out.append({"subnet_id": extra_vip.subnet_id, "ip_address": extra_vip.address, "port_id": extra_vip.port_id})
