@@ -2,13 +2,13 @@
 """OpenStack's own conformance suite (tempest + octavia-tempest-plugin) against quadriga with Keystone auth.
 
     scripts/conformance.sh install             # the cached virtualenv only (.cache/tempest-venv)
-    scripts/conformance.sh run [--regex R] [--noop | --no-noop] [--dir DIR] [--keep]
+    scripts/conformance.sh run [--regex R] [--noop | --no-noop] [--dir DIR] [--keep] [--concurrency N]
 
 `run` installs if needed, starts a real Keystone (scripts/keystone.sh) and `quadriga serve --auth-strategy
 keystone --provider noop` on free loopback ports, registers quadriga's load-balancer, network and key-manager
 endpoints in Keystone's catalog, writes DIR/workspace/etc/tempest.conf (admin credentials, dynamic
 credentials: tempest creates a project and users with the keystone default roles per test class), runs
-`tempest run --regex R --concurrency 1` (R defaults to octavia_tempest_plugin.tests.api.v2) and writes
+`tempest run --regex R --concurrency N` (N defaults to 1, R defaults to octavia_tempest_plugin.tests.api.v2) and writes
 DIR/summary.json and prints the figures: tests run, passed, failed, skipped, time, and each failure's and
 skip's first line. Both servers are stopped at the end (--keep leaves them running and prints their URLs).
 
@@ -259,7 +259,9 @@ octavia = false
 
 
 # ------------------------------------------------------------------------------------------------ run
-def run_tempest(workdir: Path, regex: str, conf: str, time_limit: float | None) -> tuple[int, float, int]:
+def run_tempest(
+    workdir: Path, regex: str, conf: str, time_limit: float | None, concurrency: int
+) -> tuple[int, float, int]:
     """`tempest run` in a workspace of its own; its subunit stream goes to DIR/tempest.subunit (read even
     when the run is cut short). Returns tempest's exit code, the run's seconds and how many tests matched."""
     ws = workdir / "workspace"
@@ -281,11 +283,12 @@ def run_tempest(workdir: Path, regex: str, conf: str, time_limit: float | None) 
     )
     ids = [line.split("[")[0] for line in listed.stdout.splitlines() if re.match(r"\w+(\.\w+)+\[", line)]
     (workdir / "tests.txt").write_text("\n".join(ids) + "\n")
-    log(f"tempest run --regex {regex} --concurrency 1: {len(ids)} tests (stream: {workdir / 'tempest.subunit'})")
+    stream = workdir / "tempest.subunit"
+    log(f"tempest run --regex {regex} --concurrency {concurrency}: {len(ids)} tests (stream: {stream})")
     started = time.monotonic()
     with (workdir / "tempest.subunit").open("wb") as out, (workdir / "tempest-run.err").open("wb") as err:
         proc = subprocess.Popen(
-            [tempest, "run", "--subunit", "--regex", regex, "--concurrency", "1"],
+            [tempest, "run", "--subunit", "--regex", regex, "--concurrency", str(concurrency)],
             cwd=ws,
             stdout=out,
             stderr=err,
@@ -377,13 +380,17 @@ def summarize(workdir: Path, seconds: float, matched: int) -> dict[str, Any]:
     return summary
 
 
-def run(workdir: Path, regex: str, noop: bool, keep: bool, time_limit: float | None) -> dict[str, Any]:
+def run(
+    workdir: Path, regex: str, noop: bool, keep: bool, time_limit: float | None, concurrency: int
+) -> dict[str, Any]:
     install()
     workdir.mkdir(parents=True, exist_ok=True)
     ks_dir, ks_port = workdir / "keystone", free_port()
     log(f"starting Keystone on {HOST}:{ks_port}")
     keystone_script("install")
-    info = json.loads(keystone_script("start", str(ks_dir), "--port", str(ks_port)))
+    # One request thread: tempest's workers create projects and users at once, and Keystone's SQLite answers
+    # "database is locked" (a 500) to concurrent writers.
+    info = json.loads(keystone_script("start", str(ks_dir), "--port", str(ks_port), "--threads", "1"))
     auth_url = info["auth_url"]
     provider = "noop"
     quadriga = Quadriga(workdir, auth_url, provider)
@@ -413,7 +420,7 @@ def run(workdir: Path, regex: str, noop: bool, keep: bool, time_limit: float | N
             )
         }
         conf = tempest_conf(auth_url, providers, provider, noop, workdir, capabilities)
-        code, seconds, matched = run_tempest(workdir, regex, conf, time_limit)
+        code, seconds, matched = run_tempest(workdir, regex, conf, time_limit, concurrency)
         summary = summarize(workdir, seconds, matched)
         summary["tempest_exit"] = code
         return summary
@@ -440,13 +447,14 @@ def main() -> None:
         "--time-limit", type=float, help="seconds after which tempest is stopped (the tests run so far count)"
     )
     r.add_argument("--keep", action="store_true", help="leave Keystone and quadriga running")
+    r.add_argument("--concurrency", type=int, default=1, help="tempest workers (default 1)")
     args = parser.parse_args()
     try:
         if args.command == "install":
             print(install())
             return
         workdir = (args.dir or Path(tempfile.mkdtemp(prefix="quadriga-conformance-"))).resolve()
-        summary = run(workdir, args.regex, args.noop, args.keep, args.time_limit)
+        summary = run(workdir, args.regex, args.noop, args.keep, args.time_limit, args.concurrency)
     except ConformanceError as exc:
         sys.exit(f"conformance: {exc}")
     for kind in ("failures", "skips"):

@@ -316,26 +316,30 @@ TABLES = [
     ("l7policy", "l7policies", "listener_id", "listener"),
     ("l7rule", "l7rules", "l7policy_id", "l7policy"),
 ]
+SET_ON_ACTIVATION = ("health_monitor", "l7policy", "l7rule")
 
 
 def pending_report(db: sqlite3.Connection) -> dict[str, list[dict[str, str]]]:
     """One status report for every PENDING_* object: ACTIVE for creates/updates, DELETED for deletes, with
-    DELETED for every descendant of a deleted object (the API marks only the object itself). Operating
-    statuses are left as created, as quadriga's noop provider does."""
-    rows: dict[str, dict[str, tuple[str, str | None]]] = {}
+    DELETED for every descendant of a deleted object (the API marks only the object itself). Measured
+    operating statuses are left as created, as quadriga's noop provider does; health monitors and L7 policies
+    and rules go ONLINE (OFFLINE when disabled) as they are activated, as Octavia's amphora flows set them."""
+    rows: dict[str, dict[str, tuple[str, str | None, bool]]] = {}
     for table, _key, parent_col, _parent in TABLES:
-        cols = f"id, provisioning_status, {parent_col or 'NULL'}"
-        rows[table] = {r[0]: (r[1], r[2]) for r in db.execute(f"SELECT {cols} FROM {table}")}
-    report: dict[str, dict[str, str]] = {key: {} for _t, key, _p, _pt in TABLES}
+        cols = f"id, provisioning_status, {parent_col or 'NULL'}, {'enabled' if table in SET_ON_ACTIVATION else 1}"
+        rows[table] = {r[0]: (r[1], r[2], bool(r[3])) for r in db.execute(f"SELECT {cols} FROM {table}")}
+    report: dict[str, dict[str, dict[str, str]]] = {key: {} for _t, key, _p, _pt in TABLES}
     deleted: dict[str, set[str]] = {table: set() for table, *_ in TABLES}
     for table, key, _parent_col, parent in TABLES:  # parents come before children in TABLES
-        for oid, (status, parent_id) in rows[table].items():
+        for oid, (status, parent_id, enabled) in rows[table].items():
             if status == "PENDING_DELETE" or (parent and parent_id in deleted[parent]):
                 deleted[table].add(oid)
-                report[key][oid] = "DELETED"
+                report[key][oid] = {"provisioning_status": "DELETED"}
             elif status in ("PENDING_CREATE", "PENDING_UPDATE"):
-                report[key][oid] = "ACTIVE"
-    return {key: [{"id": i, "provisioning_status": s} for i, s in items.items()] for key, items in report.items()}
+                report[key][oid] = {"provisioning_status": "ACTIVE"}
+                if table in SET_ON_ACTIVATION:
+                    report[key][oid]["operating_status"] = "ONLINE" if enabled else "OFFLINE"
+    return {key: [{"id": i, **s} for i, s in items.items()] for key, items in report.items()}
 
 
 def run_activator(peer_dir: Path) -> None:

@@ -42,6 +42,9 @@ LABELS = {
     "l7policy": "L7 Policy",
     "l7rule": "L7 Rule",
 }
+# Objects whose operating status is set when a change to them is applied, not measured: ONLINE when enabled
+# (Octavia's amphora flows do the same, and tempest expects it of every provider, noop included).
+SET_ON_ACTIVATION = (m.HealthMonitor, m.L7Policy, m.L7Rule)
 
 
 def lock_loadbalancer(session: Session, lb_id: str, *, deleting: bool = False) -> m.LoadBalancer:
@@ -108,6 +111,8 @@ def complete(session: Session, lb: m.LoadBalancer) -> None:
         for obj in tree(lb):
             if obj.provisioning_status in (c.PENDING_CREATE, c.PENDING_UPDATE):
                 obj.provisioning_status = c.ACTIVE
+                if isinstance(obj, SET_ON_ACTIVATION):
+                    obj.operating_status = c.ONLINE if obj.admin_state_up else c.OFFLINE
     lb.applied_revision = lb.revision
     lb.pending_subject = None
     lb.apply_attempts = 0

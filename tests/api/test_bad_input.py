@@ -120,7 +120,7 @@ def build_tree(api: Api) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Iterator[tuple[Api, dict[str, str]]]:
-    for api in make_api(tmp_path_factory.mktemp("bad_input")):
+    for api in make_api(tmp_path_factory.mktemp("bad_input"), data_plane=True):
         yield api, build_tree(api)
 
 

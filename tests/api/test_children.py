@@ -211,3 +211,30 @@ def test_a_trailing_newline_never_slips_past_a_pattern(api, tree):
     rule = {"type": "HEADER", "key": "X-Env\n", "compare_type": "EQUAL_TO", "value": "prod"}
     r = api.post(f"/v2/lbaas/l7policies/{pol['id']}/rules", {"rule": rule})
     assert r.status_code == 400 and "Invalid header name" in r.json()["faultstring"]
+
+
+def test_monitors_and_l7_objects_go_online_when_applied_and_offline_when_disabled(api, tree):
+    """Set on activation, not measured (Octavia's amphora flows; tempest expects it of the noop provider too)."""
+    lb, li, pool = tree["lb"], tree["listener"], tree["pool"]
+    hm = api.create(
+        "/v2/lbaas/healthmonitors", "healthmonitor", lb["id"],
+        pool_id=pool["id"], type="HTTP", delay=5, timeout=3, max_retries=2,
+    )  # fmt: skip
+    on = api.create("/v2/lbaas/l7policies", "l7policy", lb["id"], listener_id=li["id"], action="REJECT")
+    off = api.create(
+        "/v2/lbaas/l7policies", "l7policy", lb["id"], listener_id=li["id"], action="REJECT", admin_state_up=False
+    )
+    rule = api.create(
+        f"/v2/lbaas/l7policies/{on['id']}/rules", "rule", lb["id"], type="PATH", compare_type="STARTS_WITH", value="/a"
+    )
+    assert hm["operating_status"] == on["operating_status"] == "OFFLINE"  # as created, until applied
+    got = {
+        "hm": api.get(f"/v2/lbaas/healthmonitors/{hm['id']}").json()["healthmonitor"]["operating_status"],
+        "on": api.get(f"/v2/lbaas/l7policies/{on['id']}").json()["l7policy"]["operating_status"],
+        "off": api.get(f"/v2/lbaas/l7policies/{off['id']}").json()["l7policy"]["operating_status"],
+        "rule": api.get(f"/v2/lbaas/l7policies/{on['id']}/rules/{rule['id']}").json()["rule"]["operating_status"],
+    }
+    assert got == {"hm": "ONLINE", "on": "ONLINE", "off": "OFFLINE", "rule": "ONLINE"}
+    api.ok(api.put(f"/v2/lbaas/healthmonitors/{hm['id']}", {"healthmonitor": {"admin_state_up": False}}), 200)
+    api.wait_lb(lb["id"])
+    assert api.get(f"/v2/lbaas/healthmonitors/{hm['id']}").json()["healthmonitor"]["operating_status"] == "OFFLINE"

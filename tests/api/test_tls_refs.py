@@ -73,7 +73,7 @@ def _refs(store: DictSecrets) -> dict[str, str]:
 def world(tmp_path_factory) -> Iterator[World]:
     store = DictSecrets()
     refs = _refs(store)
-    for api in make_api(tmp_path_factory.mktemp("tls_refs"), tls=TLSLoader(store)):
+    for api in make_api(tmp_path_factory.mktemp("tls_refs"), tls=TLSLoader(store), data_plane=True):
         lb = api.create_lb(name="tls")["id"]
         li = api.create(
             LI, "listener", lb, loadbalancer_id=lb, protocol="TERMINATED_HTTPS", protocol_port=443,
@@ -233,3 +233,16 @@ def test_resending_a_ref_rechecks_what_is_behind_it(world):
         world.store.stored[(PROJECT, ref)] = stored
     api.ok(api.put(listener, {"listener": {"default_tls_container_ref": ref}}), 200)
     api.wait_lb(world.ids["lb"])
+
+
+def test_the_noop_provider_loads_no_certificate(tmp_path):
+    """As Octavia's noop certificate manager: tempest's test_with_noop mode sends made-up refs."""
+    for api in make_api(tmp_path, tls=TLSLoader(DictSecrets())):
+        lb = api.create_lb(name="noop")["id"]
+        made_up = "0f7bd4f0-9b8e-4a43-9f2b-0e4f6c1d2a3b"
+        listener = api.create(LI, "listener", lb, **_terminated(lb, default_tls_container_ref=made_up)["listener"])
+        assert listener["default_tls_container_ref"] == made_up
+        fields = {"loadbalancer_id": lb, "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN"}
+        pool = api.create(POOLS, "pool", lb, **fields, tls_container_ref=made_up)
+        assert pool["tls_container_ref"] == made_up
+        api.ok(api.put(f"{LI}/{listener['id']}", {"listener": {"sni_container_refs": [made_up]}}), 200)

@@ -44,8 +44,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     "field and its value",
     ("lb-status-tree", "statuses.loadbalancer.listeners[0].pools[0].members[*].operating_status"): "a new health "
     "monitor sets its pool's members OFFLINE until the first health report; Octavia's noop driver leaves NO_MONITOR",
-    ("lb-status-tree", "statuses.loadbalancer.status_reason"): "quadriga's status tree says why a change went to "
-    "ERROR (null otherwise)",
 }
 
 

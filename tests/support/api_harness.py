@@ -117,6 +117,13 @@ class Api:
         return obj
 
 
+class CheckingNoop(NoopProvider):
+    """The noop provider with the API checks of a provider that has a data plane (VIP networks must exist,
+    certificate refs are loaded), so they are tested without engines."""
+
+    data_plane = True
+
+
 def make_api(
     tmp_path,
     auth: str = "noauth",
@@ -124,13 +131,16 @@ def make_api(
     extra_providers: Callable[[Database], dict[str, ProviderDriver]] | None = None,
     tls: TLSMaterial | None = None,
     role_mapping: RoleMapping = DEFAULT_ROLE_MAPPING,
+    data_plane: bool = False,
 ) -> Iterator[Api]:
-    """An Api over a fresh database; `tls` checks certificate refs (None: refs are stored unchecked)."""
+    """An Api over a fresh database; `tls` checks certificate refs (None: refs are stored unchecked);
+    `data_plane`: the `noop` provider checks VIP networks and certificate refs as one with a data plane."""
     db = _database(tmp_path)
     upgrade(db.engine)
     with db.write() as s:
         embedded.seed_defaults(s, PROJECT)
-    providers = {"noop": NoopProvider()} | (extra_providers(db) if extra_providers else {})
+    providers = {"noop": CheckingNoop() if data_plane else NoopProvider()}
+    providers |= extra_providers(db) if extra_providers else {}
     reconciler = Reconciler(db, providers, poll_interval=0.2)
     defaults = {"loadbalancer": -1, "listener": -1, "pool": -1, "healthmonitor": -1, "member": -1}
     defaults |= {"l7policy": -1, "l7rule": -1} | (quotas or {})

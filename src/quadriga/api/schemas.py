@@ -25,8 +25,10 @@ def _uuid(value: str) -> str:
 
 
 def _ip(value: str) -> str:
+    """Checked, kept as sent (as Octavia: a member added as 2001:db8:0:0:0:0:0:1 reads back so)."""
     try:
-        return str(ipaddress.ip_address(value))
+        ipaddress.ip_address(value)
+        return value
     except ValueError:
         raise PydanticCustomError("ip", "Value should be IPv4 or IPv6 format") from None
 

@@ -19,6 +19,7 @@ from quadriga.api.auth import RequestContext
 from quadriga.api.errors import BadRequest, ServiceUnavailable
 from quadriga.certs.tls import CertificateError
 from quadriga.certs.uses import LISTENER_REFS, POOL_REFS, check_listener_refs, check_pool_refs
+from quadriga.db import models as m
 from quadriga.keymanager import KeyManagerUnavailable
 
 log = logging.getLogger("quadriga.api")
@@ -34,6 +35,8 @@ def check_listener(
     complete the sent ones: a new CRL is checked against the stored CA)."""
     if svc.tls is not None and changes.keys() & LISTENER_REFS:
         project, values = _current(svc, ctx, owner, changes, update)
+        if values is None:
+            return
         with _answers(project):
             check_listener_refs(svc.tls, project, values, changes.keys())
 
@@ -44,12 +47,14 @@ def check_pool(
     """A pool create (owner: its listener or load balancer) or update (owner: the pool)."""
     if svc.tls is not None and changes.keys() & POOL_REFS:
         project, values = _current(svc, ctx, owner, changes, update)
+        if values is None:
+            return
         with _answers(project):
             check_pool_refs(svc.tls, project, values, changes.keys())
 
 
 def check_graph(svc: common.Services, project_id: str, listeners: list[dict], pools: list[dict]) -> None:
-    """Every listener and pool of a load balancer graph create."""
+    """Every listener and pool of a load balancer graph create (for a provider with a data plane)."""
     if svc.tls is None:
         return
     with _answers(project_id):
@@ -61,11 +66,15 @@ def check_graph(svc: common.Services, project_id: str, listeners: list[dict], po
 
 def _current(
     svc: common.Services, ctx: RequestContext, owner: Owner, changes: dict[str, Any], update: bool
-) -> tuple[str, dict[str, Any]]:
-    """The owner's project, and the values the refs are checked with (stored ones completed by the sent)."""
+) -> tuple[str, dict[str, Any] | None]:
+    """The owner's project, and the values the refs are checked with (stored ones completed by the sent;
+    None when the load balancer's provider has no data plane, which loads no certificate)."""
     model, ident, label = owner
     with svc.db.read() as session:
         obj = common.get_owned(session, model, ident, label, ctx, policy.WRITE)
+        lb = obj if isinstance(obj, m.LoadBalancer) else obj.load_balancer
+        if not svc.providers[lb.provider].data_plane:
+            return obj.project_id, None
         return obj.project_id, (common.snapshot(obj) | changes) if update else changes
 
 

@@ -271,19 +271,16 @@ def status_tree(lb: m.LoadBalancer) -> dict[str, Any]:
                 "pools": [pool_status(p) for p in pools.values()],
             }
         )
-    return {
-        "statuses": {
-            "loadbalancer": {
-                "id": lb.id,
-                "name": _text(lb.name),
-                "provisioning_status": lb.provisioning_status,
-                "operating_status": lb.operating_status,
-                # quadriga's addition: why the last change went to ERROR (None when it did not)
-                "status_reason": lb.status_reason,
-                "listeners": listeners,
-            }
-        }
+    tree: dict[str, Any] = {
+        "id": lb.id,
+        "name": _text(lb.name),
+        "provisioning_status": lb.provisioning_status,
+        "operating_status": lb.operating_status,
+        "listeners": listeners,
     }
+    if lb.status_reason:  # quadriga's addition, only when there is one: why the last change went to ERROR
+        tree["status_reason"] = lb.status_reason
+    return {"statuses": {"loadbalancer": tree}}
 
 
 def quota(q: m.Quota | None, project_id: str, defaults: dict[str, int]) -> dict[str, Any]:

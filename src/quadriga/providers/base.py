@@ -33,9 +33,10 @@ class RejectedChange(ApplyError):
 class ProviderDriver:
     name = "base"
     description = ""
-    # False for a provider without a data plane: a VIP may then name a network, subnet or port that the
-    # embedded networking does not have, and gets a stand-in (Octavia's noop network driver does the same).
-    uses_network = True
+    # False for a provider without a data plane, which uses no network and no certificate: a VIP may name a
+    # network, subnet or port the embedded networking does not have (it gets a stand-in) and certificate refs
+    # are not loaded, as with Octavia's noop network driver and noop certificate manager.
+    data_plane = True
 
     # --- validation hooks, called by the API before commit (defaults accept everything) ----------
     def loadbalancer_create(self, lb: m.LoadBalancer) -> None: ...

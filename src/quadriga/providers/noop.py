@@ -1,7 +1,8 @@
 """The `noop` provider: no data plane. Changes still go through Octavia's status rules asynchronously
 (PENDING_* -> ACTIVE on the controller's next pass), so API clients and tests see real behaviour;
 operating statuses stay as created (OFFLINE, members NO_MONITOR), as with Octavia's noop driver. Its VIPs
-may be on networks that exist only in the request, as with Octavia's noop network driver."""
+may be on networks that exist only in the request and its certificate refs are not loaded, as with Octavia's
+noop network driver and certificate manager."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ AZ_METADATA = {
 class NoopProvider(ProviderDriver):
     name = "noop"
     description = "The no-op provider: the API and status rules without a data plane."
-    uses_network = False
+    data_plane = False
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay

@@ -154,7 +154,10 @@ def create_loadbalancer(
         raise BadRequest(f"Validation failure: VIP must contain one of: {VIP_SELECTORS}.")
     project = common.project_for_create(ctx, body)
     listeners, pools = _graph(body)
-    tls_refs.check_graph(svc, project, listeners, pools)
+    with svc.db.read() as session:
+        data_plane = svc.providers[_provider_name(svc, session, body)].data_plane
+    if data_plane:
+        tls_refs.check_graph(svc, project, listeners, pools)
     with common.change(svc) as session:
         provider = _provider_name(svc, session, body)
         common.check_quota(svc, session, project, "loadbalancer")
@@ -174,7 +177,7 @@ def create_loadbalancer(
             provisioning_status=c.PENDING_CREATE,
             operating_status=c.OFFLINE,
         )
-        stand_in = not svc.providers[provider].uses_network
+        stand_in = not svc.providers[provider].data_plane
         vip = embedded.allocate_vip(
             session,
             project,
