@@ -40,8 +40,9 @@ if ! wait "$peer_install"; then
 fi
 rm -f "$peer_log"
 echo "==> pytest on PostgreSQL: the API, the clients, the secret store, the health recorder and watchdog, basic, failover and pair e2e, chaos"
+# The role matrix (tests/api/test_rbac.py) decides from the token alone; it runs once, on SQLite.
 QUADRIGA_TEST_DATABASE_URL=$pg_url QUADRIGA_TEST_SERVER_DATABASE=postgresql \
-  pytest -q -p no:cacheprovider tests/api tests/clients tests/keymanager/test_api.py tests/e2e/test_basics.py tests/e2e/test_tls.py \
+  pytest -q -p no:cacheprovider --ignore tests/api/test_rbac.py tests/api tests/clients tests/keymanager/test_api.py tests/e2e/test_basics.py tests/e2e/test_tls.py \
   tests/health/test_recorder.py tests/health/test_recorder_locks.py \
   tests/health/test_failover_watchdog.py tests/health/test_health_command.py \
   tests/e2e/test_auto_failover.py tests/e2e/test_active_standby.py tests/chaos
