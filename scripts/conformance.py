@@ -2,15 +2,21 @@
 """OpenStack's own conformance suite (tempest + octavia-tempest-plugin) against quadriga with Keystone auth.
 
     scripts/conformance.sh install             # the cached virtualenv only (.cache/tempest-venv)
-    scripts/conformance.sh run [--regex R] [--noop | --no-noop] [--dir DIR] [--keep] [--concurrency N]
+    scripts/conformance.sh run [--regex R] [--noop | --no-noop] [--dir DIR] [--time-limit S] [--keep] [--concurrency N]
 
 `run` installs if needed, starts a real Keystone (scripts/keystone.sh) and `quadriga serve --auth-strategy
-keystone --provider noop` on free loopback ports, registers quadriga's load-balancer, network and key-manager
+keystone` on free loopback ports, registers quadriga's load-balancer, network and key-manager
 endpoints in Keystone's catalog, writes DIR/workspace/etc/tempest.conf (admin credentials, dynamic
 credentials: tempest creates a project and users with the keystone default roles per test class), runs
 `tempest run --regex R --concurrency N` (N defaults to 1, R defaults to octavia_tempest_plugin.tests.api.v2) and writes
 DIR/summary.json and prints the figures: tests run, passed, failed, skipped, time, and each failure's and
 skip's first line. Both servers are stopped at the end (--keep leaves them running and prints their URLs).
+
+`--noop` (the default, tempest's test_with_noop) runs quadriga's `noop` provider with the `loopback` network
+driver: no data plane, as Octavia's noop drivers. `--no-noop` runs the `amphora` provider (HAProxy engines)
+with the `netns` network driver (root): the plugin's 10.x and IPv6 subnets get a bridge each and every load
+balancer an engine in a namespace of its own, and objects go ONLINE as the engines report. Whatever the
+run leaves (engines, namespaces, bridges) is removed at the end, also when quadriga had to be killed.
 
 This file runs under quadriga's Python (`quadriga serve` is started with it); tempest runs from its own
 virtualenv, never quadriga's: its dependencies (oslo.*, stestr pins) are its own.
@@ -103,9 +109,9 @@ def keystone_script(*args: str) -> str:
 
 
 class Quadriga:
-    """`quadriga serve` with Keystone auth and the noop provider, in a process group of its own."""
+    """`quadriga serve` with Keystone auth, in a process group of its own."""
 
-    def __init__(self, workdir: Path, auth_url: str, provider: str) -> None:
+    def __init__(self, workdir: Path, auth_url: str, provider: str, network_driver: str) -> None:
         self.dir = workdir / "quadriga"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lb_port, self.net_port, self.km_port, self.agent_port = (free_port() for _ in range(4))
@@ -126,8 +132,9 @@ class Quadriga:
             *("--config", str(config), "--state-dir", str(self.dir / "state"), "--host", HOST),
             *("--port", str(self.lb_port), "--network-port", str(self.net_port)),
             *("--keymanager-port", str(self.km_port), "--agent-port", str(self.agent_port)),
-            *("--health-listen", f"{HOST}:0", "--provider", provider, "--network-driver", "loopback"),
+            *("--health-listen", f"{HOST}:0", "--provider", provider, "--network-driver", network_driver),
         ]
+        self.network_driver = network_driver
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -157,14 +164,27 @@ class Quadriga:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is not None and self.process.poll() is None:
+            stop_group(self.process, grace=60)  # the agent removes every engine before it exits
+
+    def clean_up(self) -> None:
+        """What a stopped (or killed) `quadriga serve` left of its data plane: HAProxy engines (daemons of
+        their own that outlive a killed agent), namespaces, veths and bridges. A clean stop leaves nothing;
+        after a kill this removes it with the agent's own shutdown."""
+        if self.network_driver != "netns":
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        sys.path.insert(0, str(REPO / "src"))
+        from quadriga.agent.agent import ENGINES, Agent
+        from quadriga.agent.orphans import haproxy_engines
+        from quadriga.network.drivers.netns import NetnsDriver, instance_for
+
+        state = self.dir / "state" / "agent"
+        driver = NetnsDriver(instance_for(state))
+        left = driver.leftovers() + [f"haproxy {e}" for e in haproxy_engines((state / ENGINES).absolute())]
+        if not left:
+            return
+        log(f"quadriga left {len(left)} data-plane objects ({', '.join(left[:5])}, ...): removing them")
+        Agent(state, driver).shutdown()
 
 
 def capability(lb_url: str, token: str, provider: str, kind: str, name: str) -> str:
@@ -176,6 +196,25 @@ def capability(lb_url: str, token: str, provider: str, kind: str, name: str) -> 
 
 
 # ------------------------------------------------------------------------------------------------ tempest.conf
+AZS = """\
+# without test_with_noop the availability zone (profile) tests want zone names: the profiles' compute_zone
+# (quadriga: an engine host group); no load balancer is placed in them
+availability_zone = az1
+availability_zone2 = az2
+availability_zone3 = az3"""
+TIMEOUTS_NOOP = """\
+# the noop provider applies a change in milliseconds: a status that has not come in 30 s never will
+build_timeout = 30
+lb_build_timeout = 30
+check_timeout = 10"""
+TIMEOUTS_ENGINES = """\
+# an engine applies a change in about a second and reports health every second; a new load balancer starts
+# an engine in a namespace of its own (a few seconds on a loaded machine)
+build_timeout = 60
+lb_build_timeout = 90
+check_timeout = 30"""
+
+
 def tempest_conf(
     auth_url: str, providers: dict[str, str], provider: str, noop: bool, workdir: Path, capabilities: dict[str, str]
 ) -> str:
@@ -216,7 +255,9 @@ nova = {str(not noop).lower()}
 glance = {str(not noop).lower()}
 cinder = false
 swift = false
-barbican = false
+# quadriga's key-manager API (Barbican's secrets subset, in the catalog as key-manager) stores the TLS
+# listener tests' certificates; with test_with_noop the plugin makes up refs instead
+barbican = {str(not noop).lower()}
 
 [network]
 project_networks_reachable = true
@@ -236,16 +277,12 @@ expected_availability_zone_capability = {capabilities["expected_availability_zon
 RBAC_test_type = keystone_default_roles
 test_with_noop = {str(noop).lower()}
 test_with_ipv6 = true
-{"" if noop else "# the availability zone tests need a zone without test_with_noop (quadriga: an engine host group)"}
-{"" if noop else "availability_zone = az1"}
+{AZS if not noop else ""}
 enable_security_groups = true
 build_interval = 0.5
 check_interval = 0.5
 lb_build_interval = 0.5
-# the noop provider applies a change in milliseconds: a status that has not come in 30 s never will
-build_timeout = 30
-lb_build_timeout = 30
-check_timeout = 10
+{TIMEOUTS_NOOP if noop else TIMEOUTS_ENGINES}
 log_user_roles = false
 
 [loadbalancer-feature-enabled]
@@ -299,13 +336,21 @@ def run_tempest(
             code = proc.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
             log(f"time limit of {time_limit:.0f} s reached: stopping tempest, summarizing the tests that ran")
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                code = proc.wait()
+            code = stop_group(proc)
+        except BaseException:  # SIGTERM or Ctrl-C of this script: no tempest left behind
+            stop_group(proc)
+            raise
     return code, time.monotonic() - started, len(ids)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 30) -> int:
+    """SIGTERM to the process group `proc` leads, SIGKILL after `grace` seconds; its exit code."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
 
 
 OUTCOMES = ("success", "fail", "skip", "xfail", "uxsuccess")
@@ -392,10 +437,13 @@ def run(
     # "database is locked" (a 500) to concurrent writers.
     info = json.loads(keystone_script("start", str(ks_dir), "--port", str(ks_port), "--threads", "1"))
     auth_url = info["auth_url"]
-    provider = "noop"
-    quadriga = Quadriga(workdir, auth_url, provider)
+    provider, network_driver = ("noop", "loopback") if noop else ("amphora", "netns")
+    quadriga = Quadriga(workdir, auth_url, provider, network_driver)
     try:
-        log(f"starting quadriga serve --auth-strategy keystone --provider {provider} on {quadriga.lb_url}")
+        log(
+            f"starting quadriga serve --auth-strategy keystone --provider {provider} --network-driver "
+            f"{network_driver} on {quadriga.lb_url}"
+        )
         quadriga.start()
         keystone_script(
             "populate",
@@ -431,8 +479,13 @@ def run(
                 f"(process group {quadriga.process.pid if quadriga.process else '-'})"
             )
         else:
-            quadriga.stop()
-            keystone_script("stop", str(ks_dir))
+            try:
+                quadriga.stop()
+            finally:
+                try:
+                    quadriga.clean_up()
+                finally:
+                    keystone_script("stop", str(ks_dir))
 
 
 def main() -> None:
@@ -449,6 +502,8 @@ def main() -> None:
     r.add_argument("--keep", action="store_true", help="leave Keystone and quadriga running")
     r.add_argument("--concurrency", type=int, default=1, help="tempest workers (default 1)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the servers and the data plane are stopped and cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("conformance: stopped by SIGTERM"))
     try:
         if args.command == "install":
             print(install())

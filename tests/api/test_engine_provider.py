@@ -14,6 +14,7 @@ from quadriga.agent.client import AgentRejected, AgentUnavailable
 from quadriga.controller.housekeeping import Housekeeping
 from quadriga.db import models as m
 from quadriga.engine.report import EngineReport
+from tests.api.test_catalog import fault
 from tests.support.api_harness import Api
 from tests.support.scripted_agent import ScriptedAgent, engine_api, scripted_agent
 
@@ -134,6 +135,12 @@ def test_failover_places_a_new_engine_then_removes_the_old_one(api: Api, agent: 
     assert statuses.pop(old.id) == "DELETED" and list(statuses.values()) == ["ALLOCATED"]
     assert agent.removed == [old.id]
     assert agent.applied[-1][0] != old.id  # the new engine got the whole spec
+    # As in Octavia, the API no longer lists or finds the replaced engine (its row waits for housekeeping).
+    listed = api.ok(api.get("/v2/octavia/amphorae", params={"loadbalancer_id": lb["id"]}), 200)["amphorae"]
+    assert [(a["id"], a["status"]) for a in listed] == [(next(iter(statuses)), "ALLOCATED")]
+    for path in ("", "/stats"):
+        assert api.get(f"/v2/octavia/amphorae/{old.id}{path}").json() == fault(404, f"Amphora {old.id} not found.")
+    assert api.put(f"/v2/octavia/amphorae/{old.id}/failover", None).status_code == 404
 
 
 def test_a_replaced_engine_on_an_unreachable_agent_is_removed_later(api: Api, agent: ScriptedAgent):

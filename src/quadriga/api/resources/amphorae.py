@@ -1,10 +1,12 @@
-"""Engines, under Octavia's admin-only amphora API: `/v2/octavia/amphorae`."""
+"""Engines, under Octavia's admin-only amphora API: `/v2/octavia/amphorae`. A DELETED engine (removed, or replaced
+by a failover) is no longer listed or found, as in Octavia; housekeeping purges its row later."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.orm import Session
 
+from quadriga import constants as c
 from quadriga import status
 from quadriga.api import common, listing, policy, views
 from quadriga.api.auth import RequestContext
@@ -25,7 +27,7 @@ SPEC = listing.ListSpec(
 
 def _find(session: Session, amphora_id: str) -> m.Amphora:
     amp = session.get(m.Amphora, amphora_id)
-    if amp is None:
+    if amp is None or amp.status == c.DELETED:
         raise NotFound("Amphora", amphora_id)
     return amp
 
@@ -39,7 +41,9 @@ def _get(request: Request, amphora_id: str) -> m.Amphora:
 def list_amphorae(request: Request, ctx: RequestContext = Depends(common.context)) -> dict:
     policy.enforce(ctx, policy.ADMIN)
     with common.services(request).db.read() as session:
-        return listing.run(session, SPEC, request.query_params, common.base_url(request))
+        return listing.run(
+            session, SPEC, request.query_params, common.base_url(request), [m.Amphora.status != c.DELETED]
+        )
 
 
 @router.get("/v2/octavia/amphorae/{amphora_id}")
