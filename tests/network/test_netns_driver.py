@@ -373,6 +373,27 @@ def test_a_subnet_routed_elsewhere_is_refused(netns):
         subprocess.run(["ip", "link", "del", other], check=True)
 
 
+def test_an_idle_bridge_gives_its_subnet_to_another_network(netns, caplog):
+    # A tenant deletes a network and makes another with the same subnet (tempest does, class after class): the
+    # old network's bridge, with no engine on it, is removed; one with an engine still refuses the overlap.
+    driver = netns()
+    driver.plug("engine-1", spec(["10.231.201.10"], [subnet(1)]))
+    reused = subnet(1, network="net-again")
+    with pytest.raises(NetworkError, match=f"already routes via device {driver.bridge('net-1')}"):
+        driver.plug("engine-2", spec(["10.231.201.20"], [reused]))
+    driver.unplug("engine-1")
+    with caplog.at_level(logging.INFO, logger="quadriga.network"):
+        driver.plug("engine-2", spec(["10.231.201.20"], [reused]))
+    assert f"removed idle bridge {driver.bridge('net-1')} (quadriga network net-1)" in caplog.text
+    assert driver.bridge("net-1") not in driver.leftovers()
+    with server_in(driver, "engine-2", "10.231.201.20", "reused") as port:
+        assert greeting_from("10.231.201.20", port, driver.bridge("net-again")) == "reused"
+    # The first network comes back (an engine on it again): its bridge is made again, the idle one gives way.
+    driver.unplug("engine-2")
+    driver.plug("engine-1", spec(["10.231.201.10"], [subnet(1)]))
+    assert driver.bridge("net-1") in driver.leftovers() and driver.bridge("net-again") not in driver.leftovers()
+
+
 def test_two_instances_do_not_touch_each_other(netns):
     first, second = netns(), netns()
     first.plug("engine-1", spec(["10.231.201.10"], [subnet(1)]))

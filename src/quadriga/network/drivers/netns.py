@@ -15,7 +15,9 @@ naming what it serves (`ip link` shows it), which both tells an operator what it
 the (astronomically unlikely) case of two ids hashing alike.
 
 Bridges stay until `cleanup()`, even when no engine uses them any more: a member server on the host listening on
-the gateway address keeps working while load balancers come and go.
+the gateway address keeps working while load balancers come and go. An idle bridge (no engine on it) gives way
+to another network of this instance that needs one of its subnets (a deleted network's subnet reused, as a
+cloud's tenants do): it is removed, and made again if its network gets an engine later.
 
 ACTIVE_STANDBY engines (`spec.ha`): the namespace gets the engine's own address on the VIP network instead of the
 VIPs, which keepalived adds on whichever engine is MASTER (and which plug therefore never removes); HAProxy binds
@@ -443,6 +445,7 @@ class NetnsDriver(NetworkDriver):
         if not fresh:
             return fresh
         (routes,) = _read_json(["ip"], ["route show table all"])
+        idle: dict[str, str] = {}  # bridges of this instance with no engine on them that give way -> why
         for route in routes:
             if route.get("table", "main") != "main" or route.get("dst") == "default":
                 continue
@@ -450,13 +453,31 @@ class NetnsDriver(NetworkDriver):
             for bridge, cidr in fresh:
                 subnet = ipaddress.ip_network(cidr)
                 if route.get("dev") != bridge and dst.version == subnet.version and dst.overlaps(subnet):
+                    if self._idle_bridge(route.get("dev")):
+                        idle[route["dev"]] = f"its {dst} is now {subnet} of bridge {bridge}"
+                        continue
                     via = f"device {route['dev']}" if route.get("dev") else f"a {route.get('type')} route"
                     raise NetworkError(
                         f"subnet {subnet} overlaps {dst}, which this host already routes via {via}: the netns driver "
                         f"would put {subnet} on bridge {bridge} and cut that traffic off. Use a subnet that is not "
                         "routed on this host (see `ip route`), or remove that route"
                     )
+        if idle:
+            host = _Batch()
+            for bridge, why in sorted(idle.items()):
+                host.add(f"link del {bridge}", f"removed idle bridge {bridge} ({_alias(bridge)}): {why}")
+            host.run()
+            self._known_subnets = {(b, cidr) for b, cidr in self._known_subnets if b not in idle}
         return fresh
+
+    def _idle_bridge(self, device: str | None) -> bool:
+        """Whether `device` is a bridge of this instance that no engine's veth is enslaved to."""
+        if not device or not device.startswith(f"qb{self.instance}"):
+            return False
+        try:
+            return not any((SYS_NET / device / "brif").iterdir())
+        except FileNotFoundError:
+            return False
 
     def _plug_bridge(self, host: _Batch, net: _Network, fresh: set[tuple[str, str]]) -> None:
         alias = f"quadriga network {net.network_id}"
