@@ -120,6 +120,40 @@ def test_a_regex_haproxy_cannot_compile_is_a_400_and_nothing_is_stored(api: Api,
     assert len(api.ok(api.get(LB), 200)["loadbalancers"]) == 1
 
 
+def test_what_the_engine_cannot_carry_is_a_501_and_the_load_balancer_keeps_taking_changes(
+    api: Api, agent: ScriptedAgent
+):
+    # UDP and SCTP: refused as Octavia refuses a provider's unsupported option, not accepted and failed at the
+    # apply (which left the load balancer in ERROR and every later change failing behind the UDP listener).
+    lb = api.wait_lb(create(api)["id"])
+    lb_id = lb["id"]
+
+    def refused(path: str, body: dict, what: str) -> None:
+        r = api.post(path, body)
+        assert r.json() == fault(
+            501,
+            f"Provider 'amphora' does not support a requested option: {what} (the HAProxy engine does not "
+            "implement it)",
+        ), r.text
+        assert r.status_code == 501
+
+    for protocol in ("UDP", "SCTP"):
+        listener = {"loadbalancer_id": lb_id, "protocol": protocol, "protocol_port": 53}
+        refused("/v2/lbaas/listeners", {"listener": listener}, f"listener protocol {protocol}")
+        pool = {"loadbalancer_id": lb_id, "protocol": protocol, "lb_algorithm": "ROUND_ROBIN"}
+        refused("/v2/lbaas/pools", {"pool": pool}, f"pool protocol {protocol}")
+    graph = {
+        "vip_subnet_id": api.subnet_id(),
+        "provider": "amphora",
+        "listeners": [{"protocol": "UDP", "protocol_port": 53}],
+    }
+    refused(LB, {"loadbalancer": graph}, "listener protocol UDP")
+    tcp = {"loadbalancer_id": lb_id, "protocol": "TCP", "protocol_port": 53}
+    api.ok(api.post("/v2/lbaas/listeners", {"listener": tcp}), 201)
+    assert api.wait_lb(lb_id)["provisioning_status"] == "ACTIVE"
+    assert len(api.ok(api.get(LB), 200)["loadbalancers"]) == 1
+
+
 def test_failover_places_a_new_engine_then_removes_the_old_one(api: Api, agent: ScriptedAgent):
     lb = api.wait_lb(create(api)["id"])
     (old,) = amphorae(api, lb["id"])

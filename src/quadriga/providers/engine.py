@@ -39,10 +39,15 @@ from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
 from quadriga.engine.regex import regex_error
 from quadriga.engine.render import tls_options_error
 from quadriga.engine.report import EngineReport
-from quadriga.engine.spec import EngineSpec, HASpec
+from quadriga.engine.spec import (
+    SUPPORTED_LISTENER_PROTOCOLS,
+    SUPPORTED_POOL_PROTOCOLS,
+    EngineSpec,
+    HASpec,
+)
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 from quadriga.network import embedded
-from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
+from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange, UnsupportedOption
 from quadriga.providers.noop import AZ_METADATA, FLAVOR_METADATA
 
 log = logging.getLogger("quadriga.provider.engine")
@@ -160,12 +165,12 @@ class EngineProvider(ProviderDriver):
                 if reason:
                     raise Validation(f"VIP {address}: {reason}")
         for li in lb.listeners:
-            self._check_tls_options(li)
+            self._check_listener(li)
             for policy in li.l7policies:
                 for rule in policy.rules:
                     self._check_rule(rule)
         for pool in lb.pools:
-            self._check_tls_options(pool)
+            self._check_pool(pool)
 
     def loadbalancer_failover(self, lb: m.LoadBalancer) -> None:
         session = object_session(lb)
@@ -181,16 +186,36 @@ class EngineProvider(ProviderDriver):
             log.info("engine %s of load balancer %s will be replaced", amphora.id, amphora.load_balancer_id)
 
     def listener_create(self, listener: m.Listener) -> None:
-        self._check_tls_options(listener)
+        self._check_listener(listener)
 
     def listener_update(self, old: dict[str, Any], listener: m.Listener) -> None:
-        self._check_tls_options(listener)
+        self._check_listener(listener)
 
     def pool_create(self, pool: m.Pool) -> None:
-        self._check_tls_options(pool)
+        self._check_pool(pool)
 
     def pool_update(self, old: dict[str, Any], pool: m.Pool) -> None:
+        self._check_pool(pool)
+
+    # What the HAProxy engine cannot carry (UDP and SCTP listeners and pools; their health monitor types are
+    # refused for other pools already) is refused now, with Octavia's answer for an option a
+    # provider does not support (501), not accepted and then failed at the apply: the load balancer would go to
+    # ERROR, and stay unable to take any other change while the object is in its tree.
+    def _check_listener(self, listener: m.Listener) -> None:
+        if listener.protocol not in SUPPORTED_LISTENER_PROTOCOLS:
+            self._unsupported(f"listener protocol {listener.protocol}")
+        self._check_tls_options(listener)
+
+    def _check_pool(self, pool: m.Pool) -> None:
+        if pool.protocol not in SUPPORTED_POOL_PROTOCOLS:
+            self._unsupported(f"pool protocol {pool.protocol}")
         self._check_tls_options(pool)
+
+    def _unsupported(self, what: str) -> None:
+        raise UnsupportedOption(
+            f"Provider '{self.name}' does not support a requested option: {what} (the HAProxy engine does not "
+            "implement it)"
+        )
 
     def _check_tls_options(self, obj: m.Listener | m.Pool) -> None:
         """A TLS listener without a default certificate, tls_versions and tls_ciphers the engine could not serve
