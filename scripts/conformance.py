@@ -45,8 +45,9 @@ import keystone_ctl  # scripts/, beside this file
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("QUADRIGA_TEMPEST_VENV", REPO / ".cache" / "tempest-venv"))
-# Branchless plugin: its newest release tests Octavia 2025.x (octavia 19.0.0, the peer's version).
-PACKAGES = ["tempest==47.0.0", "octavia-tempest-plugin==3.5.0"]
+# Branchless plugin: its newest release tests Octavia 2025.x (octavia 19.0.0, the peer's version). Barbican's
+# plugin only registers `[service_available] barbican`, which the TLS listener tests read (unregistered, they skip).
+PACKAGES = ["tempest==47.0.0", "octavia-tempest-plugin==3.5.0", "barbican-tempest-plugin==4.6.0"]
 HOST = "127.0.0.1"
 PASSWORD = "quadriga-test"  # scripts/keystone_ctl.py's default: every user's password in the test Keystone
 DEFAULT_REGEX = "octavia_tempest_plugin.tests.api.v2"

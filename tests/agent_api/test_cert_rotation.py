@@ -152,8 +152,8 @@ def db(tmp_path: Path) -> Iterator[Database]:
     with database.write() as session:
         session.add_all(
             [
-                m.Amphora(id="amp-1", load_balancer_id="lb-1", compute_id=AGENT_NAME, status="ALLOCATED"),
-                m.Amphora(id="amp-2", load_balancer_id="lb-2", compute_id="agent-2", status="ALLOCATED"),
+                m.Amphora(id="amp-1", load_balancer_id="lb-1", agent=AGENT_NAME, status="ALLOCATED"),
+                m.Amphora(id="amp-2", load_balancer_id="lb-2", agent="agent-2", status="ALLOCATED"),
             ]
         )
     yield database

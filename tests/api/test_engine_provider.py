@@ -39,7 +39,15 @@ def amphorae(api: Api, lb_id: str) -> list[m.Amphora]:
 def test_create_places_an_engine_and_pushes_the_whole_spec(api: Api, agent: ScriptedAgent):
     lb = api.wait_lb(create(api)["id"])
     (amp,) = amphorae(api, lb["id"])
-    assert (amp.status, amp.role, amp.compute_id, amp.applied_revision) == ("ALLOCATED", "STANDALONE", "agent-1", 1)
+    assert (amp.status, amp.role, amp.agent, amp.compute_id, amp.applied_revision) == (
+        "ALLOCATED",
+        "STANDALONE",
+        "agent-1",
+        amp.id,
+        1,
+    )
+    # As Octavia's SINGLE amphora: its HA and VRRP ports are UUIDs; the engine holds the VIP on the VIP's port.
+    assert (amp.ha_port_id, amp.ha_ip) == (amp.vrrp_port_id, amp.vrrp_ip) == (lb["vip_port_id"], lb["vip_address"])
     engine_id, spec = agent.applied[-1]
     assert engine_id == amp.id and spec.loadbalancer_id == lb["id"] and spec.vips == (lb["vip_address"],)
     assert spec.subnets[0].id == lb["vip_subnet_id"]

@@ -346,6 +346,8 @@ def amphora(a: m.Amphora) -> dict[str, Any]:
         "cached_zone": a.cached_zone,
         "image_id": a.image_id,
         "compute_flavor": a.compute_flavor,
+        # not in Octavia's view: the agent the engine runs on (compute_id is the engine's id there)
+        "agent": a.agent,
         # not in Octavia's view: why the engine is in ERROR, being failed over, or held by the breaker
         "status_reason": a.status_reason,
         "created_at": ts(a.created_at),

@@ -115,16 +115,14 @@ class CertificateRotation:
         with self.db.write() as session:
             session.execute(
                 update(m.Amphora)
-                .where(m.Amphora.compute_id == name, m.Amphora.status != AMP_DELETED)
+                .where(m.Amphora.agent == name, m.Amphora.status != AMP_DELETED)
                 .values(cert_expiration=expires.replace(tzinfo=None))
             )
 
     def _set_busy(self, name: str, busy: bool) -> None:
         with self.db.write() as session:
             session.execute(
-                update(m.Amphora)
-                .where(m.Amphora.compute_id == name, m.Amphora.status != AMP_DELETED)
-                .values(cert_busy=busy)
+                update(m.Amphora).where(m.Amphora.agent == name, m.Amphora.status != AMP_DELETED).values(cert_busy=busy)
             )
 
     def _failed(self, name: str, what: str, exc: Exception) -> None:

@@ -284,7 +284,8 @@ class Amphora(TimestampMixin, Base):
     __tablename__ = "amphorae"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     load_balancer_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    compute_id: Mapped[str | None] = mapped_column(String(255))
+    compute_id: Mapped[str | None] = mapped_column(String(255))  # the engine's id on its agent (= id)
+    agent: Mapped[str | None] = mapped_column(String(255))  # the name of the agent the engine runs on
     status: Mapped[str] = mapped_column(String(36), default="PENDING_CREATE")
     role: Mapped[str | None] = mapped_column(String(36))
     lb_network_ip: Mapped[str | None] = mapped_column(String(64))

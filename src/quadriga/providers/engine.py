@@ -293,7 +293,7 @@ class EngineProvider(ProviderDriver):
         reached keeps its engine PENDING_DELETE, to be retried at the next apply."""
         with self.db.read() as session:
             doomed = [
-                (amp.id, amp.compute_id or "")
+                (amp.id, amp.agent or "")
                 for amp in session.scalars(
                     select(m.Amphora).where(m.Amphora.load_balancer_id == lb_id, m.Amphora.status == AMP_PENDING_DELETE)
                 )
@@ -325,14 +325,14 @@ class EngineProvider(ProviderDriver):
             if create:
                 for role in roles:
                     if not any(amp.role == role for amp in live):
-                        live.append(self._new_engine(session, lb_id, role, avoid={a.compute_id for a in live}))
+                        live.append(self._new_engine(session, lb_id, role, avoid={a.agent for a in live}))
             return [
                 Placed(
                     engine_id=amp.id,
-                    agent=amp.compute_id or "",
+                    agent=amp.agent or "",
                     new=amp.applied_revision is None,
                     role=amp.role or STANDALONE,
-                    ha_address=amp.vrrp_ip,
+                    ha_address=amp.vrrp_ip if amp.role in (MASTER, BACKUP) else None,
                     priority=amp.vrrp_priority,
                 )
                 for amp in live
@@ -345,17 +345,23 @@ class EngineProvider(ProviderDriver):
             raise ApplyError("no agent is configured to run engines")
         load = dict(
             session.execute(
-                select(m.Amphora.compute_id, func.count())
-                .where(m.Amphora.status.in_(LIVE))
-                .group_by(m.Amphora.compute_id)
+                select(m.Amphora.agent, func.count()).where(m.Amphora.status.in_(LIVE)).group_by(m.Amphora.agent)
             ).all()
         )
         agent_name = min(self.agents, key=lambda name: (name in avoid, load.get(name, 0), name))
-        amp = m.Amphora(id=m.new_id(), load_balancer_id=lb_id, compute_id=agent_name, status=BOOTING, role=role)
+        engine_id = m.new_id()
+        amp = m.Amphora(
+            id=engine_id, load_balancer_id=lb_id, compute_id=engine_id, agent=agent_name, status=BOOTING, role=role
+        )
         if self.cert_expiration is not None:
             amp.cert_expiration = self.cert_expiration(agent_name)
+        lb = session.get(m.LoadBalancer, lb_id)
+        if role == STANDALONE and lb is not None:
+            # As Octavia's amphora: ha_* is the VIP, vrrp_* the engine's own port on the VIP network, which for
+            # an engine holding the VIP itself is the VIP's port (released with the load balancer, not with it).
+            amp.vrrp_port_id, amp.vrrp_ip = lb.vip_port_id, lb.vip_address
+            amp.ha_port_id, amp.ha_ip = lb.vip_port_id, lb.vip_address
         if role != STANDALONE:
-            lb = session.get(m.LoadBalancer, lb_id)
             subnet = session.get(m.Subnet, lb.vip_subnet_id) if lb and lb.vip_subnet_id else None
             if lb is None or subnet is None:
                 raise RejectedChange(f"load balancer {lb_id} has no VIP subnet for its ACTIVE_STANDBY engines")
@@ -391,7 +397,7 @@ class EngineProvider(ProviderDriver):
                 return
             if status is not None:
                 amp.status = status
-            if status == AMP_DELETED and amp.vrrp_port_id:
+            if status == AMP_DELETED and amp.vrrp_port_id and amp.vrrp_port_id != amp.ha_port_id:
                 embedded.release_vip(session, amp.vrrp_port_id)  # its own address on the VIP network
                 amp.vrrp_port_id = None
             if report is not None:
