@@ -217,7 +217,8 @@ def operating(lb: m.LoadBalancer, report: Any | None, *, keep_members: bool = Fa
     """The operating status of every object of `lb`'s tree (by id) given its engine's report (an
     `EngineReport` or a heartbeat's payload, or None when no engine reports for it: everything is then
     OFFLINE, or ERROR for an enabled load balancer whose engine is gone). `keep_members`: the report leaves
-    the members out (a partial heartbeat), so members, pools and monitors keep their last statuses."""
+    the members out (a partial heartbeat), so members and pools keep their last statuses. Health monitors and
+    L7 policies and rules are not measured (SET_ON_ACTIVATION), as Octavia's health manager leaves them be."""
     result: dict[str, str] = {}
     running = report is not None and report.running
     listeners = {} if not running else report.listeners
@@ -226,15 +227,10 @@ def operating(lb: m.LoadBalancer, report: Any | None, *, keep_members: bool = Fa
     for li in lb.listeners:
         result[li.id] = listener_operating(listeners.get(li.id), li.connection_limit)
         degraded |= result[li.id] == c.DEGRADED
-        for pol in li.l7policies:
-            result[pol.id] = c.ONLINE if running and pol.admin_state_up else c.OFFLINE
-            for rule in pol.rules:
-                result[rule.id] = c.ONLINE if running and rule.admin_state_up else c.OFFLINE
     for pool in lb.pools:
         reported = members.get(pool.id)
         if running and keep_members:
-            kept = [*pool.members, pool] + ([pool.health_monitor] if pool.health_monitor is not None else [])
-            result.update({obj.id: obj.operating_status for obj in kept})
+            result.update({obj.id: obj.operating_status for obj in [*pool.members, pool]})
             degraded |= pool.operating_status == c.DEGRADED
             failed |= pool.operating_status == c.ERROR
             continue
@@ -248,9 +244,6 @@ def operating(lb: m.LoadBalancer, report: Any | None, *, keep_members: bool = Fa
             result[pool.id] = pool_operating(pool, [result[mb.id] for mb in pool.members])
             degraded |= result[pool.id] == c.DEGRADED
             failed |= result[pool.id] == c.ERROR
-        if pool.health_monitor is not None:
-            hm = pool.health_monitor
-            result[hm.id] = c.ONLINE if reported is not None and hm.admin_state_up else c.OFFLINE
     if not lb.admin_state_up:
         result[lb.id] = c.OFFLINE
     elif not running or failed:  # no engine, or a pool whose every member is down (as Octavia)

@@ -53,9 +53,7 @@ def test_member_status_words(haproxy, octavia):
 
 def test_all_up_is_online_everywhere():
     got = status.operating(tree(), report(["UP", "UP", "UP"]))
-    assert got == {"li": "ONLINE", "pool": "ONLINE", "m0": "ONLINE", "m1": "ONLINE", "m2": "ONLINE", "hm": "ONLINE"} | {
-        "lb": "ONLINE"
-    }
+    assert got == {"li": "ONLINE", "pool": "ONLINE", "m0": "ONLINE", "m1": "ONLINE", "m2": "ONLINE", "lb": "ONLINE"}
 
 
 def test_one_member_down_degrades_pool_and_load_balancer():
@@ -76,7 +74,17 @@ def test_full_listener_is_degraded():
 def test_no_engine_running_is_load_balancer_error_and_children_offline():
     got = status.operating(tree(), None)
     assert got["lb"] == "ERROR"
-    assert {got[k] for k in ("li", "pool", "m0", "hm")} == {"OFFLINE"}
+    assert {got[k] for k in ("li", "pool", "m0")} == {"OFFLINE"}
+
+
+def test_monitors_and_l7_are_not_measured():
+    # Octavia's health manager never touches them: ONLINE (or OFFLINE when disabled) from their activation on,
+    # also on a pool no listener reaches, and whatever the engine reports.
+    lb = tree()
+    policy = m.L7Policy(id="pol", admin_state_up=True, rules=[m.L7Rule(id="rule", admin_state_up=True)])
+    lb.listeners[0].l7policies = [policy]
+    for reported in (report(["UP"] * 3), report([]).model_copy(update={"members": {}}), None):
+        assert not {"hm", "pol", "rule"} & set(status.operating(lb, reported))
 
 
 def test_disabled_load_balancer_is_offline():
