@@ -184,7 +184,8 @@ class Quadriga:
         left = driver.leftovers() + [f"haproxy {e}" for e in haproxy_engines((state / ENGINES).absolute())]
         if not left:
             return
-        log(f"quadriga left {len(left)} data-plane objects ({', '.join(left[:5])}, ...): removing them")
+        named = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
+        log(f"quadriga left {len(left)} data-plane objects ({named}): removing them")
         Agent(state, driver).shutdown()
 
 
