@@ -23,6 +23,8 @@ from tests.support.scripted_agent import ScriptedAgent
 
 def test_heartbeats_set_operating_statuses_and_add_up_statistics(api: Api):
     served = serve_lb(api)
+    with api.db.read() as s:
+        changed = s.get(m.Amphora, served.engine_id).updated_at
     recorder = HeartbeatRecorder(api.db)
     recorder.record([served.beat(1), served.beat(2)])
     recorder.record([served.beat(3)])
@@ -45,6 +47,7 @@ def test_heartbeats_set_operating_statuses_and_add_up_statistics(api: Api):
     with api.db.read() as s:
         amp = s.get(m.Amphora, served.engine_id)
         assert (amp.heartbeat_boot, amp.heartbeat_seq) == (1, 3) and amp.heartbeat_at is not None
+        assert amp.updated_at == changed  # a heartbeat is no change of the amphora (its list and show agree)
     assert recorder.counters()["applied"] == 3
 
 

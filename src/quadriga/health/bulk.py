@@ -21,12 +21,12 @@ StatisticsDelta = tuple[str, str, str, int, int, int, int, int]
 
 
 _SET_HEARTBEATS_PG = """
-UPDATE amphorae SET heartbeat_boot = v.boot, heartbeat_seq = v.seq, heartbeat_at = :now, updated_at = :now
+UPDATE amphorae SET heartbeat_boot = v.boot, heartbeat_seq = v.seq, heartbeat_at = :now
 FROM unnest(CAST(:ids AS varchar[]), CAST(:boots AS bigint[]), CAST(:seqs AS bigint[])) AS v(id, boot, seq)
 WHERE amphorae.id = v.id
 """
 _SET_HEARTBEATS_SQLITE = """
-UPDATE amphorae SET heartbeat_boot = ?, heartbeat_seq = ?, heartbeat_at = ?, updated_at = ? WHERE id = ?
+UPDATE amphorae SET heartbeat_boot = ?, heartbeat_seq = ?, heartbeat_at = ? WHERE id = ?
 """
 _COLUMNS = ("listener_id", "amphora_id", "load_balancer_id", *COUNTERS, "active_connections", "updated_at")
 _ON_CONFLICT = (
@@ -49,12 +49,13 @@ INSERT INTO listener_statistics ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" *
 
 
 def set_heartbeats(session: Session, last: Sequence[tuple[str, int, int]], now: dt.datetime) -> None:
-    """Store each engine's last applied (boot, seq): `last` holds (engine id, boot, seq)."""
+    """Store each engine's last applied (boot, seq): `last` holds (engine id, boot, seq). A heartbeat is no
+    change of the amphora: its updated_at stays (as in Octavia, whose heartbeats go to amphora_health)."""
     if not last:
         return
     if is_sqlite(session):
         stamp = _sqlite_datetime(session, now)
-        rows = [(boot, seq, stamp, stamp, engine_id) for engine_id, boot, seq in last]
+        rows = [(boot, seq, stamp, engine_id) for engine_id, boot, seq in last]
         session.connection().exec_driver_sql(_SET_HEARTBEATS_SQLITE, rows)
         return
     ids, boots, seqs = zip(*last, strict=True)
