@@ -234,13 +234,17 @@ def operating(lb: m.LoadBalancer, report: Any | None, *, keep_members: bool = Fa
             degraded |= pool.operating_status == c.DEGRADED
             failed |= pool.operating_status == c.ERROR
             continue
-        if reported is None:  # no listener reaches this pool: nothing serves it
-            for mb in pool.members:
-                result[mb.id] = c.OFFLINE
+        if reported is None:  # no engine, or no listener reaches this pool: nothing serves it
             result[pool.id] = c.OFFLINE
+            if not running:
+                result.update(dict.fromkeys((mb.id for mb in pool.members), c.OFFLINE))
+            # else, as Octavia's health manager: the members keep their status (NO_MONITOR as created)
         else:
             for mb in pool.members:
-                result[mb.id] = member_operating(reported.get(mb.id), mb.weight)
+                if mb.id in reported:
+                    result[mb.id] = member_operating(reported[mb.id], mb.weight)
+                else:  # not in the engine's config yet: as Octavia, OFFLINE unless NO_MONITOR
+                    result[mb.id] = c.NO_MONITOR if mb.operating_status == c.NO_MONITOR else c.OFFLINE
             result[pool.id] = pool_operating(pool, [result[mb.id] for mb in pool.members])
             degraded |= result[pool.id] == c.DEGRADED
             failed |= result[pool.id] == c.ERROR

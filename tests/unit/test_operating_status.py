@@ -93,10 +93,20 @@ def test_disabled_load_balancer_is_offline():
     assert status.operating(lb, report(["UP"] * 3))["lb"] == "OFFLINE"
 
 
-def test_pool_no_listener_reaches_is_offline():
+def test_pool_no_listener_reaches_is_offline_and_its_members_keep_their_status():
+    # As Octavia's health manager: the pool goes OFFLINE; its members are left as they are (NO_MONITOR as
+    # created without a monitor, OFFLINE with one), not reported on.
     lb = tree()
     got = status.operating(lb, report([]).model_copy(update={"members": {}}))
-    assert (got["pool"], got["m0"], got["lb"]) == ("OFFLINE", "OFFLINE", "ONLINE")
+    assert (got["pool"], got["lb"]) == ("OFFLINE", "ONLINE") and not {"m0", "m1", "m2"} & set(got)
+
+
+def test_a_member_the_engine_does_not_report_yet_is_offline_unless_no_monitor():
+    lb = tree(members=2)
+    lb.pools[0].members[0].operating_status = "NO_MONITOR"
+    lb.pools[0].members[1].operating_status = "ONLINE"
+    got = status.operating(lb, report([]).model_copy(update={"members": {"pool": {}}}))
+    assert (got["m0"], got["m1"]) == ("NO_MONITOR", "OFFLINE")
 
 
 @pytest.mark.parametrize(
