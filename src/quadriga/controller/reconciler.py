@@ -108,11 +108,13 @@ class Reconciler(BackgroundLoop):
 
     def _apply(self, ids: list[str]) -> list[Outcome]:
         """Hand each load balancer's desired tree to its provider; never raises. Load balancers of
-        providers without a data plane are read together (three queries for the batch); the others each
-        in a transaction of its own, taken just before its apply, so that it sees the newest state."""
+        providers without a data plane are read together, in one query for the batch (such a provider
+        reads no more than the row); the others each with their tree, in a transaction of its own taken
+        just before its apply, so that it sees the newest state."""
         outcomes, own = [], []
         with self.db.read() as session:
-            for lb in self._load(session, ids):
+            query = select(m.LoadBalancer).where(m.LoadBalancer.id.in_(ids)).order_by(m.LoadBalancer.id)
+            for lb in session.scalars(query).all():
                 provider = self.providers.get(lb.provider)
                 if provider is not None and provider.data_plane:
                     own.append(lb.id)
@@ -120,19 +122,14 @@ class Reconciler(BackgroundLoop):
                     outcomes.append(self._apply_one(lb))
         for lb_id in own:
             with self.db.read() as session:
-                outcomes.extend(self._apply_one(lb) for lb in self._load(session, [lb_id]))
+                lb = session.scalars(
+                    select(m.LoadBalancer)
+                    .where(m.LoadBalancer.id == lb_id)
+                    .options(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools))
+                ).one_or_none()
+                if lb is not None:
+                    outcomes.append(self._apply_one(lb))
         return outcomes
-
-    @staticmethod
-    def _load(session: Session, ids: list[str]) -> list[m.LoadBalancer]:
-        return list(
-            session.scalars(
-                select(m.LoadBalancer)
-                .where(m.LoadBalancer.id.in_(ids))
-                .order_by(m.LoadBalancer.id)
-                .options(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools))
-            )
-        )
 
     def _apply_one(self, lb: m.LoadBalancer) -> Outcome:
         started = time.monotonic()
