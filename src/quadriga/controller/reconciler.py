@@ -25,6 +25,13 @@ from quadriga.providers.base import ApplyError, ProviderDriver, RejectedChange
 
 log = logging.getLogger("quadriga.controller")
 
+# A load balancer's whole tree (status.tree walks it), loaded with the load balancers of a batch.
+TREE = (
+    selectinload(m.LoadBalancer.listeners).selectinload(m.Listener.l7policies).selectinload(m.L7Policy.rules),
+    selectinload(m.LoadBalancer.pools).selectinload(m.Pool.members),
+    selectinload(m.LoadBalancer.pools).selectinload(m.Pool.health_monitor),
+)
+
 
 class Reconciler(BackgroundLoop):
     name = "reconciler"
@@ -70,8 +77,7 @@ class Reconciler(BackgroundLoop):
         a batch, the provider applies each, one transaction settles them all. Returns how many settled."""
         settled = 0
         while ids := self._take_leases():
-            outcomes = [self._apply(lb_id) for lb_id in ids]
-            settled += self._settle(outcomes)
+            settled += self._settle(self._apply(ids))
             if len(ids) < self.batch_size:
                 break
         return settled
@@ -100,37 +106,66 @@ class Reconciler(BackgroundLoop):
                 )
         return ids
 
-    def _apply(self, lb_id: str) -> Outcome:
-        """Hand one load balancer's desired tree to its provider; never raises."""
-        started = time.monotonic()
+    def _apply(self, ids: list[str]) -> list[Outcome]:
+        """Hand each load balancer's desired tree to its provider; never raises. Load balancers of
+        providers without a data plane are read together, in one query for the batch (such a provider
+        reads no more than the row); the others each with their tree, in a transaction of its own taken
+        just before its apply, so that it sees the newest state."""
+        outcomes, own = [], []
         with self.db.read() as session:
-            lb = session.scalars(
-                select(m.LoadBalancer)
-                .where(m.LoadBalancer.id == lb_id)
-                .options(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools))
-            ).one()
-            provider = self.providers.get(lb.provider)
-            try:
-                if provider is None:
-                    raise ApplyError(f"provider {lb.provider!r} is not enabled on this controller")
-                provider.apply(lb)
-                error, final = None, False
-            except RejectedChange as exc:
-                error, final = str(exc), True
-            except ApplyError as exc:
-                error, final = str(exc), False
-            except Exception as exc:  # a provider bug must not wedge the load balancer
-                log.exception("provider %s failed on load balancer %s", lb.provider, lb_id)
-                error, final = f"internal error in provider {lb.provider}: {exc}", False
-            return Outcome(lb_id, lb.revision, error, time.monotonic() - started, final)
+            query = select(m.LoadBalancer).where(m.LoadBalancer.id.in_(ids)).order_by(m.LoadBalancer.id)
+            for lb in session.scalars(query).all():
+                provider = self.providers.get(lb.provider)
+                if provider is not None and provider.data_plane:
+                    own.append(lb.id)
+                else:
+                    outcomes.append(self._apply_one(lb))
+        for lb_id in own:
+            with self.db.read() as session:
+                lb = session.scalars(
+                    select(m.LoadBalancer)
+                    .where(m.LoadBalancer.id == lb_id)
+                    .options(selectinload(m.LoadBalancer.listeners), selectinload(m.LoadBalancer.pools))
+                ).one_or_none()
+                if lb is not None:
+                    outcomes.append(self._apply_one(lb))
+        return outcomes
+
+    def _apply_one(self, lb: m.LoadBalancer) -> Outcome:
+        started = time.monotonic()
+        provider = self.providers.get(lb.provider)
+        try:
+            if provider is None:
+                raise ApplyError(f"provider {lb.provider!r} is not enabled on this controller")
+            provider.apply(lb)
+            error, final = None, False
+        except RejectedChange as exc:
+            error, final = str(exc), True
+        except ApplyError as exc:
+            error, final = str(exc), False
+        except Exception as exc:  # a provider bug must not wedge the load balancer
+            log.exception("provider %s failed on load balancer %s", lb.provider, lb.id)
+            error, final = f"internal error in provider {lb.provider}: {exc}", False
+        return Outcome(lb.id, lb.revision, error, time.monotonic() - started, final)
 
     def _settle(self, outcomes: list[Outcome]) -> int:
         settled = 0
+        if not outcomes:
+            return 0
         with self.db.write() as session:
-            for out in sorted(outcomes, key=lambda o: o.lb_id):  # lock order: load balancers in id order
-                lb = session.scalars(
-                    select(m.LoadBalancer).where(m.LoadBalancer.id == out.lb_id).with_for_update()
-                ).one()
+            # One locking query for the batch (in id order, the lock order), its trees loaded with it.
+            lbs = session.scalars(
+                select(m.LoadBalancer)
+                .where(m.LoadBalancer.id.in_([out.lb_id for out in outcomes]))
+                .order_by(m.LoadBalancer.id)
+                .options(*TREE)
+                .with_for_update()
+            ).all()
+            by_id = {lb.id: lb for lb in lbs}
+            for out in sorted(outcomes, key=lambda o: o.lb_id):
+                lb = by_id.get(out.lb_id)
+                if lb is None:
+                    continue  # purged meanwhile
                 if lb.lease_owner != self.owner:
                     continue  # our lease expired and another controller took over
                 lb.lease_owner = None

