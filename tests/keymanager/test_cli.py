@@ -174,7 +174,8 @@ def test_remote_client_reads_the_running_store_by_url(quadriga_server, http):
 
 def test_the_octavia_cookbook_tls_flow_with_the_cli(secret_cli):
     """Octavia's "TLS-terminated HTTPS load balancer" cookbook with the real CLI: a PKCS12 stored with
-    `openstack secret store`, a TERMINATED_HTTPS listener that refers to it; a garbage secret is refused."""
+    `openstack secret store`, a TERMINATED_HTTPS listener that refers to it; a garbage secret is refused.
+    The load balancer is the amphora provider's (an engine): the noop provider loads no certificate."""
     issued = TestCA().issue("cookbook.example.test", ["cookbook.example.test"])
     p12 = store(
         secret_cli, "--name", "cookbook", "-t", "application/octet-stream", "-e", "base64",
@@ -182,8 +183,9 @@ def test_the_octavia_cookbook_tls_flow_with_the_cli(secret_cli):
     )  # fmt: skip
     garbage = store(secret_cli, "--name", "garbage", "-t", "text/plain", "-p", "not a certificate")
     lb = secret_cli(
-        "loadbalancer", "create", "--name", "cookbook", "--vip-subnet-id", "private-subnet", "--wait", fmt=True
-    )
+        "loadbalancer", "create", "--name", "cookbook", "--vip-subnet-id", "private-subnet", "--provider", "amphora",
+        "--wait", fmt=True,
+    )  # fmt: skip
     try:
         listener = secret_cli(
             "loadbalancer", "listener", "create", "--name", "https", "--protocol", "TERMINATED_HTTPS",
