@@ -246,3 +246,7 @@ def test_the_noop_provider_loads_no_certificate(tmp_path):
         pool = api.create(POOLS, "pool", lb, **fields, tls_container_ref=made_up)
         assert pool["tls_container_ref"] == made_up
         api.ok(api.put(f"{LI}/{listener['id']}", {"listener": {"sni_container_refs": [made_up]}}), 200)
+        graph_listener = {"protocol": "TERMINATED_HTTPS", "protocol_port": 443, "default_tls_container_ref": made_up}
+        body = {"vip_subnet_id": api.subnet_id(), "name": "graph", "listeners": [graph_listener]}
+        graph = api.ok(api.post(LB, {"loadbalancer": body}), 201)["loadbalancer"]
+        assert graph["listeners"] and graph["provider"] == "noop"

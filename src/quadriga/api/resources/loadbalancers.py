@@ -45,9 +45,8 @@ SPEC = listing.ListSpec(
 VIP_SELECTORS = "vip_port_id, vip_network_id, vip_subnet_id"
 
 
-def _provider_name(svc: common.Services, session: Session | None, body: schemas.LoadBalancerCreate) -> str:
-    """The provider that will run this load balancer, after Octavia's flavor and zone checks (`session`
-    may be None when the body names neither a flavor nor a zone)."""
+def _provider_name(svc: common.Services, session: Session, body: schemas.LoadBalancerCreate) -> str:
+    """The provider that will run this load balancer, after Octavia's flavor and zone checks."""
     flavor_provider = None
     if body.flavor_id:
         flavor = session.get(m.Flavor, body.flavor_id)
@@ -156,13 +155,11 @@ def create_loadbalancer(
         raise BadRequest(f"Validation failure: VIP must contain one of: {VIP_SELECTORS}.")
     project = common.project_for_create(ctx, body)
     listeners, pools = _graph(body)
-    if body.flavor_id or body.availability_zone:
+    if listeners or pools:  # certificate refs to check (for a provider that loads them), outside the write
         with svc.db.read() as session:
             data_plane = svc.providers[_provider_name(svc, session, body)].data_plane
-    else:  # no lookup needed (and no transaction)
-        data_plane = svc.providers[_provider_name(svc, None, body)].data_plane
-    if data_plane:
-        tls_refs.check_graph(svc, project, listeners, pools)
+        if data_plane:
+            tls_refs.check_graph(svc, project, listeners, pools)
     with common.change(svc) as session:
         provider = _provider_name(svc, session, body)
         common.check_quota(svc, session, project, "loadbalancer")
