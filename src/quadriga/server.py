@@ -54,6 +54,7 @@ from quadriga.network.drivers.netns import instance_for
 from quadriga.providers.base import ProviderDriver
 from quadriga.providers.engine import EngineProvider
 from quadriga.providers.noop import NoopProvider
+from quadriga.service_token import ServiceToken
 
 log = logging.getLogger("quadriga.server")
 LOCAL_AGENT = "local"
@@ -191,8 +192,9 @@ async def _serve(
     secrets: Secrets,
     keymanager_socket: socket.socket | None,
     tls: TLSMaterial,
+    service: ServiceToken | None,
 ) -> None:
-    authenticator = make_authenticator(settings.auth_strategy, settings.default_project, settings.keystone)
+    authenticator = make_authenticator(settings.auth_strategy, settings.default_project, settings.keystone, service)
     providers = reconciler.providers
     svc = Services(
         db=db,
@@ -203,6 +205,7 @@ async def _serve(
         quota_defaults=dict(settings.quota_defaults),
         enforce_quotas=settings.auth_strategy != "noauth",
         tls=tls,
+        secrets=secrets,
         role_mapping=settings.role_mapping,
     )
     servers = [
@@ -268,7 +271,8 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         dataplane.stop()
         raise
     try:
-        secrets = secrets_for(settings, db)
+        service = ServiceToken(settings.keystone) if settings.auth_strategy == "keystone" else None
+        secrets = secrets_for(settings, db, service)
         keymanager_socket = None if settings.keymanager_url else bind_keymanager(settings)
     except (KeyFileError, SystemExit) as exc:
         dataplane.stop()
@@ -327,7 +331,7 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     housekeeping.start()
     try:
         assert dataplane.sender is not None
-        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls))
+        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls, service))
     finally:
         housekeeping.stop()
         watchdog.stop()
@@ -335,3 +339,5 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
         dataplane.stop()
         health.stop()
         db.dispose()
+        if service is not None:
+            service.close()

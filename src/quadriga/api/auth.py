@@ -10,12 +10,15 @@ Strategies:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
 from quadriga.api.errors import Unauthorized
 from quadriga.config import KeystoneSettings
+
+if TYPE_CHECKING:
+    from quadriga.service_token import ServiceToken
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class RequestContext:
     roles: frozenset[str] = field(default_factory=frozenset)  # Keystone's, lower case
     is_admin: bool = False
     quadriga_roles: frozenset[str] = frozenset()  # from `roles` by the role mapping (api.rolemap)
+    # the caller's Keystone token (auth_strategy = keystone): what the API grants a key manager ACL with
+    auth_token: str | None = field(default=None, repr=False, compare=False)
 
 
 class Authenticator(Protocol):
@@ -67,9 +72,13 @@ class TrustedHeaders:
 
 
 def make_authenticator(
-    strategy: str, default_project: str | None, keystone: KeystoneSettings | None = None
+    strategy: str,
+    default_project: str | None,
+    keystone: KeystoneSettings | None = None,
+    service: ServiceToken | None = None,
 ) -> Authenticator:
-    """The one authenticator every API of a server shares (so they share its Keystone token cache)."""
+    """The one authenticator every API of a server shares (so they share its Keystone token cache);
+    `service`: the service user's token, shared with the key manager client."""
     if strategy == "noauth":
         return NoAuth(default_project)
     if strategy == "header":
@@ -77,5 +86,5 @@ def make_authenticator(
     if strategy == "keystone" and keystone is not None:
         from quadriga.api.keystone import KeystoneAuth  # it imports this module's RequestContext
 
-        return KeystoneAuth(keystone)
+        return KeystoneAuth(keystone, service)
     raise ValueError(f"unknown auth_strategy {strategy!r}: use noauth, header or keystone (with its settings)")

@@ -26,6 +26,7 @@ from quadriga.api.rolemap import RoleMapping
 from quadriga.certs.tls import TLSMaterial
 from quadriga.db import models as m
 from quadriga.db.session import Database
+from quadriga.keymanager import Secrets
 from quadriga.providers.base import ProviderDriver
 
 
@@ -33,7 +34,9 @@ from quadriga.providers.base import ProviderDriver
 class Services:
     """What the API runs against. `tls` resolves listener and pool certificate refs through the key manager
     before anything is written (`quadriga serve` gives it a `TLSLoader` over its key manager); None (no key
-    manager) stores refs unchecked. `role_mapping` turns Keystone roles into quadriga roles."""
+    manager) stores refs unchecked; `secrets`, the key manager behind it, is asked first to let quadriga read
+    the refs later, as the caller (`Secrets.grant_access`). `role_mapping` turns Keystone roles into quadriga
+    roles."""
 
     db: Database
     authenticator: Authenticator
@@ -43,6 +46,7 @@ class Services:
     quota_defaults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(c.QUOTA_RESOURCES, -1))
     enforce_quotas: bool = True
     tls: TLSMaterial | None = None
+    secrets: Secrets | None = None
     role_mapping: RoleMapping = DEFAULT_ROLE_MAPPING
 
 

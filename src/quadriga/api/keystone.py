@@ -1,7 +1,7 @@
 """auth_strategy = keystone: X-Auth-Token validated by Keystone, as keystonemiddleware's auth_token does.
 
-quadriga authenticates to Keystone as its service user ([keystone] in the config file), keeps that token
-until shortly before it expires, and validates each caller's token with GET /v3/auth/tokens. A validated
+quadriga authenticates to Keystone as its service user (`quadriga.service_token`, shared with the remote
+key manager client), and validates each caller's token with GET /v3/auth/tokens. A validated
 token is remembered (bounded count) for at most `cache_seconds` and never past its own expiry, so a revoked
 token keeps working for at most `cache_seconds` (keystonemiddleware's token cache does the same).
 
@@ -12,7 +12,6 @@ logs or messages."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import threading
@@ -20,29 +19,26 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import httpx
 from starlette.requests import Request
 
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import Forbidden, ServiceUnavailable, Unauthorized
 from quadriga.config import KeystoneSettings
+from quadriga.service_token import KeystoneUnavailable, ServiceToken, seconds_left
 
 log = logging.getLogger("quadriga.api.keystone")
 
 MAX_TOKEN_LENGTH = 16384  # fernet tokens are ~200 characters, JWS tokens ~800
-SERVICE_TOKEN_MARGIN = 60.0  # a service token this close to expiry is renewed first
 
 
 class KeystoneAuth:
     """The `Authenticator` for auth_strategy = keystone (thread-safe: FastAPI calls it from its threadpool)."""
 
-    def __init__(self, settings: KeystoneSettings) -> None:
+    def __init__(self, settings: KeystoneSettings, service: ServiceToken | None = None) -> None:
         self.settings = settings
         self.auth_url = settings.auth_url.rstrip("/")
-        self._client = httpx.Client(timeout=settings.timeout)
+        self.service = service or ServiceToken(settings)
         self._lock = threading.Lock()  # the cache
-        self._service_lock = threading.Lock()  # one service login at a time
-        self._service: tuple[str, float] | None = None  # token, monotonic time to renew it at
         self._cache: OrderedDict[str, tuple[RequestContext, float]] = OrderedDict()
 
     # -- the Authenticator protocol ----------------------------------------------------------------
@@ -57,8 +53,8 @@ class KeystoneAuth:
         if cached is not None:
             return cached
         body = self._validate(token)
-        ctx = self._context(body)
-        lifetime = min(self.settings.cache_seconds, _seconds_left(body))
+        ctx = self._context(body, token)
+        lifetime = min(self.settings.cache_seconds, seconds_left(body))
         if lifetime > 0 and self.settings.cache_size > 0:
             with self._lock:
                 self._cache[key] = (ctx, time.monotonic() + lifetime)
@@ -68,7 +64,7 @@ class KeystoneAuth:
         return ctx
 
     def close(self) -> None:
-        self._client.close()
+        self.service.close()
 
     # -- pieces ------------------------------------------------------------------------------------
     def _cached(self, key: str) -> RequestContext | None:
@@ -91,89 +87,45 @@ class KeystoneAuth:
             f"The identity service (Keystone at {self.auth_url}) is unavailable: {reason}. Try again later."
         )
 
-    def _call(self, method: str, deadline: float, **kwargs: Any) -> httpx.Response:
-        """One request to Keystone, within what is left of the request's time budget."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise self._unavailable(f"no answer within {self.settings.timeout:g}s")
-        try:
-            return self._client.request(method, f"{self.auth_url}/auth/tokens", timeout=left, **kwargs)
-        except httpx.TimeoutException:
-            raise self._unavailable(f"no answer within {self.settings.timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            raise self._unavailable(f"cannot connect ({type(exc).__name__})") from None
-
     def _validate(self, token: str) -> dict[str, Any]:
         """Keystone's body for `token`; one retry with a new service token when Keystone refuses ours."""
-        deadline = time.monotonic() + self.settings.timeout
-        for attempt in (1, 2):
-            service = self._service_token(deadline, renew=attempt == 2)
-            resp = self._call(
-                "GET", deadline, params={"nocatalog": "1"}, headers={"X-Auth-Token": service, "X-Subject-Token": token}
-            )
-            if resp.status_code == 200:
-                return resp.json()
-            if resp.status_code == 401 and attempt == 1:
-                continue  # our service token was revoked or has expired: get another one
-            if resp.status_code in (401, 404):
-                raise self._unauthorized("The token is invalid, expired or revoked.")
-            if resp.status_code == 403:
-                raise self._unavailable(
-                    f"the service user {self.settings.username!r} may not validate tokens (give it the service role)"
+        deadline = self.service.deadline()
+        try:
+            for attempt in (1, 2):
+                service = self.service.get(deadline, renew=attempt == 2)
+                resp = self.service.call(
+                    "GET",
+                    deadline,
+                    params={"nocatalog": "1"},
+                    headers={"X-Auth-Token": service, "X-Subject-Token": token},
                 )
-            raise self._unavailable(f"it answered {resp.status_code} to a token validation")
+                if resp.status_code == 200:
+                    return resp.json()
+                if resp.status_code == 401 and attempt == 1:
+                    continue  # our service token was revoked or has expired: get another one
+                if resp.status_code in (401, 404):
+                    raise self._unauthorized("The token is invalid, expired or revoked.")
+                if resp.status_code == 403:
+                    raise KeystoneUnavailable(
+                        f"the service user {self.settings.username!r} may not validate tokens "
+                        "(give it the service role)"
+                    )
+                raise KeystoneUnavailable(f"it answered {resp.status_code} to a token validation")
+        except KeystoneUnavailable as exc:
+            raise self._unavailable(str(exc)) from None
         raise AssertionError("unreachable")
 
-    def _service_token(self, deadline: float, renew: bool) -> str:
-        with self._service_lock:
-            if self._service is not None and not renew and time.monotonic() < self._service[1]:
-                return self._service[0]
-            self._service = None
-            s = self.settings
-            body = {
-                "auth": {
-                    "identity": {
-                        "methods": ["password"],
-                        "password": {
-                            "user": {"name": s.username, "domain": {"name": s.user_domain_name}, "password": s.password}
-                        },
-                    },
-                    "scope": {"project": {"name": s.project_name, "domain": {"name": s.project_domain_name}}},
-                }
-            }
-            resp = self._call("POST", deadline, params={"nocatalog": "1"}, json=body)
-            if resp.status_code != 201 or "x-subject-token" not in resp.headers:
-                raise self._unavailable(
-                    f"quadriga's service user {s.username!r} cannot log in (Keystone answered {resp.status_code}); "
-                    "check [keystone] in quadriga's config"
-                )
-            left = _seconds_left(resp.json())
-            renew_in = left - SERVICE_TOKEN_MARGIN if left > 2 * SERVICE_TOKEN_MARGIN else left / 2
-            self._service = (resp.headers["x-subject-token"], time.monotonic() + renew_in)
-            return self._service[0]
-
-    def _context(self, body: dict[str, Any]) -> RequestContext:
+    def _context(self, body: dict[str, Any], auth_token: str) -> RequestContext:
         token = body.get("token") or {}
         user = (token.get("user") or {}).get("id")
         roles = frozenset(r["name"].lower() for r in token.get("roles") or () if r.get("name"))
         if "project" in token:
-            return RequestContext(project_id=token["project"]["id"], user_id=user, roles=roles)
+            return RequestContext(project_id=token["project"]["id"], user_id=user, roles=roles, auth_token=auth_token)
         if "system" in token:  # Octavia's policy treats a system-scoped admin or reader like a global one
-            return RequestContext(project_id=None, user_id=user, roles=roles)
+            return RequestContext(project_id=None, user_id=user, roles=roles, auth_token=auth_token)
         if "domain" in token:
             raise Forbidden(
                 f"The token is scoped to the domain {token['domain'].get('name', token['domain'].get('id'))!r}: "
                 "this API takes project-scoped tokens."
             )
         raise self._unauthorized("The token is not scoped to a project: this API takes project-scoped tokens.")
-
-
-def _seconds_left(body: dict[str, Any]) -> float:
-    """Seconds until the token in Keystone's `body` expires (0 when it says nothing usable)."""
-    try:
-        expires = dt.datetime.fromisoformat(body["token"]["expires_at"])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=dt.UTC)
-    return (expires - dt.datetime.now(dt.UTC)).total_seconds()

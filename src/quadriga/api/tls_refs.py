@@ -4,7 +4,9 @@ balancer's project before anything is written: a ref that cannot be loaded is a 
 rules themselves are `quadriga.certs.uses` (the key manager applies them too, to a secret in use it replaces).
 
 The refs are fetched outside the write transaction, so no writer waits on a (possibly remote) key manager.
-Only refs a request sends are checked; re-sending an unchanged ref re-checks it, which is how a certificate
+Before a ref is read, the key manager lets quadriga read it, asked with the caller's token (`_grant`: a
+remote Barbican's ACL, as Octavia's `set_acls`; quadriga's own store needs nothing). Only refs a request sends
+are checked; re-sending an unchanged ref re-checks it, which is how a certificate
 renewed in a remote Barbican is picked up (quadriga's own store rolls its renewals out by itself)."""
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Any
 from quadriga.api import common, policy
 from quadriga.api.auth import RequestContext
 from quadriga.api.errors import BadRequest, ServiceUnavailable
-from quadriga.certs.tls import CertificateError
+from quadriga.certs.tls import CertificateError, not_found
 from quadriga.certs.uses import LISTENER_REFS, POOL_REFS, check_listener_refs, check_pool_refs
 from quadriga.db import models as m
-from quadriga.keymanager import KeyManagerUnavailable
+from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 
 log = logging.getLogger("quadriga.api")
 
@@ -38,6 +40,7 @@ def check_listener(
         if values is None:
             return
         with _answers(project):
+            _grant(svc, ctx, changes, LISTENER_REFS)
             check_listener_refs(svc.tls, project, values, changes.keys())
 
 
@@ -50,18 +53,38 @@ def check_pool(
         if values is None:
             return
         with _answers(project):
+            _grant(svc, ctx, changes, POOL_REFS)
             check_pool_refs(svc.tls, project, values, changes.keys())
 
 
-def check_graph(svc: common.Services, project_id: str, listeners: list[dict], pools: list[dict]) -> None:
+def check_graph(
+    svc: common.Services, ctx: RequestContext, project_id: str, listeners: list[dict], pools: list[dict]
+) -> None:
     """Every listener and pool of a load balancer graph create (for a provider with a data plane)."""
     if svc.tls is None:
         return
     with _answers(project_id):
         for li in listeners:
+            _grant(svc, ctx, li, LISTENER_REFS)
             check_listener_refs(svc.tls, project_id, li, li.keys())
         for pool in pools:
+            _grant(svc, ctx, pool, POOL_REFS)
             check_pool_refs(svc.tls, project_id, pool, pool.keys())
+
+
+def _grant(svc: common.Services, ctx: RequestContext, sent: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """As Octavia's `set_acls` before it reads a ref: the key manager is asked, with the caller's token, to let
+    quadriga read each ref sent; a ref the caller may not share (another project's) is refused here."""
+    if svc.secrets is None:
+        return
+    for name in fields:
+        value = sent.get(name)
+        for ref in value if isinstance(value, list) else [value]:
+            if ref:
+                try:
+                    svc.secrets.grant_access(ref, ctx.auth_token)
+                except SecretNotFound:
+                    raise not_found(ref) from None
 
 
 def _current(

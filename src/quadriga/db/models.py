@@ -440,6 +440,16 @@ class SecretContainer(TimestampMixin, Base):
     )
 
 
+class SecretACL(TimestampMixin, Base):
+    """A secret's or container's read ACL (Barbican's): the users (Keystone user ids) who may read it besides
+    its project, as a tenant grants quadriga's service user (Octavia's barbican_acl auth)."""
+
+    __tablename__ = "secret_acls"
+    target_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the secret's or container's id
+    users: Mapped[list] = mapped_column(JSON, default=list)
+    project_access: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
 class ContainerSecret(Base):
     """One secret in a container, under its name there (a secret appears at most once per container)."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from quadriga.config import Settings
     from quadriga.db.session import Database
+    from quadriga.service_token import ServiceToken
 
 
 class SecretNotFound(LookupError):
@@ -51,14 +52,20 @@ class Secrets(Protocol):
         another project's ref: that is not told apart from a missing one) or KeyManagerUnavailable."""
         ...
 
+    def grant_access(self, ref: str, user_token: str | None) -> None:
+        """Before a ref is used: let quadriga read it later, as the caller (`user_token`: their Keystone token)
+        — Octavia's `set_acls`; SecretNotFound when the caller may not (another project's ref)."""
+        ...
 
-def secrets_for(settings: Settings, db: Database) -> Secrets:
-    """The key manager `serve` reads refs from: a real Barbican when `keymanager_url` is set, else the local
-    store (its payload key loaded, and checked against the stored payloads)."""
+
+def secrets_for(settings: Settings, db: Database, service: ServiceToken | None = None) -> Secrets:
+    """The key manager `serve` reads refs from: a real Barbican when `keymanager_url` is set (asked with
+    `service`, quadriga's Keystone token, when given), else the local store (its payload key loaded, and
+    checked against the stored payloads)."""
     if settings.keymanager_url:
         from quadriga.keymanager.remote import RemoteSecrets
 
-        return RemoteSecrets(settings.keymanager_url)
+        return RemoteSecrets(settings.keymanager_url, service=service)
     from quadriga.keymanager.crypto import cipher_for
     from quadriga.keymanager.store import LocalSecrets
 

@@ -1,7 +1,9 @@
 """The key-manager API: the subset of Barbican's v1 API that python-barbicanclient (`openstack secret ...`)
-and Octavia-style users need — version documents, secrets (store, list, show, payload, replace, delete) and
-containers (create, list, show, delete) — over LocalSecrets, answered as Barbican answers (refs built from
-the request's base URL, Barbican's error body).
+and Octavia-style users need — version documents, secrets (store, list, show, payload, replace, delete),
+containers (create, list, show, delete) and their read ACLs (show, set, change, delete: the users an ACL
+names read the secret or container besides its project, as Octavia's barbican_acl auth needs) — over
+LocalSecrets, answered as Barbican answers (refs built from the request's base URL, Barbican's error body).
+Only the project changes an ACL; `project-access` is stored and shown, not enforced.
 
 Extension: PUT /v1/secrets/{id} also replaces an existing payload (Barbican answers 409 there), so a tenant
 renews a certificate behind the same ref. For a secret in use that is refused (400) when a listener or pool
@@ -26,6 +28,7 @@ from quadriga.api.errors import ApiError
 from quadriga.certs.tls import CertificateError
 from quadriga.db import models as m
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
+from quadriga.keymanager.refs import Kind
 from quadriga.keymanager.store import LocalSecrets, SecretInUse
 from quadriga.keymanager.validation import (
     BINARY,
@@ -34,6 +37,7 @@ from quadriga.keymanager.validation import (
     PLAIN_TEXT,
     TOO_LARGE,
     BarbicanError,
+    acl_read,
     decode_payload,
     new_container,
     new_secret,
@@ -299,19 +303,19 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
 
     @app.get("/v1/secrets/{secret_id}")
     def get_secret(request: Request, secret_id: str) -> Response:
-        project_id, _ = project(request)
+        project_id, user_id = project(request)
         if _wants_json(request):
-            return JSONResponse(secret_view(request, store.get_secret(project_id, secret_id)))
+            return JSONResponse(secret_view(request, store.get_secret(project_id, secret_id, user_id)))
         log.warning("secret %s: payload requested through the deprecated GET with Accept", secret_id)
-        return _payload(request, project_id, secret_id)
+        return _payload(request, project_id, user_id, secret_id)
 
     @app.get("/v1/secrets/{secret_id}/payload")
     def get_payload(request: Request, secret_id: str) -> Response:
-        project_id, _ = project(request)
-        return _payload(request, project_id, secret_id)
+        project_id, user_id = project(request)
+        return _payload(request, project_id, user_id, secret_id)
 
-    def _payload(request: Request, project_id: str, secret_id: str) -> Response:
-        stored = store.payload(project_id, secret_id)
+    def _payload(request: Request, project_id: str, user_id: str | None, secret_id: str) -> Response:
+        stored = store.payload(project_id, secret_id, user_id)
         accept = request.headers.get("accept", "").strip()
         wanted = stored.content_type if accept in ("", "*/*") else normalize_content_type(accept)
         if wanted is None:
@@ -366,8 +370,32 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
 
     @app.get("/v1/containers/{container_id}")
     def get_container(request: Request, container_id: str) -> dict[str, Any]:
-        project_id, _ = project(request)
-        return container_view(request, store.get_container(project_id, container_id))
+        project_id, user_id = project(request)
+        return container_view(request, store.get_container(project_id, container_id, user_id))
+
+    @app.get("/v1/{kind}/{ident}/acl")
+    def get_acl(request: Request, kind: str, ident: str) -> dict[str, Any]:
+        acl = store.get_acl(project(request)[0], _acl_kind(kind), ident)
+        if acl is None:
+            return {"read": {"project-access": True}}
+        read = {"users": acl.users, "project-access": acl.project_access}
+        return {"read": read | {"created": _iso(acl.created_at), "updated": _iso(acl.updated_at or acl.created_at)}}
+
+    @app.put("/v1/{kind}/{ident}/acl")
+    @app.patch("/v1/{kind}/{ident}/acl")
+    async def set_acl(request: Request, kind: str, ident: str) -> dict[str, str]:
+        """PUT replaces the read ACL (what is left out gets its default), PATCH changes what is given."""
+        project_id, _ = await run_in_threadpool(project, request)
+        users, project_access = acl_read(await _json(request))
+        if request.method == "PUT":
+            users, project_access = users or [], True if project_access is None else project_access
+        await run_in_threadpool(store.set_acl, project_id, _acl_kind(kind), ident, users, project_access)
+        return {"acl_ref": f"{_base(request)}/v1/{kind}/{ident}/acl"}
+
+    @app.delete("/v1/{kind}/{ident}/acl")
+    def delete_acl(request: Request, kind: str, ident: str) -> Response:
+        store.delete_acl(project(request)[0], _acl_kind(kind), ident)
+        return Response(status_code=200)
 
     @app.delete("/v1/containers/{container_id}", status_code=204)
     def delete_container(request: Request, container_id: str) -> Response:
@@ -376,6 +404,12 @@ def create_app(store: LocalSecrets, authenticator: Authenticator, wake: Callable
         return Response(status_code=204)
 
     return app
+
+
+def _acl_kind(kind: str) -> Kind:
+    if kind not in ("secrets", "containers"):
+        raise BarbicanError(404, "Not Found")
+    return kind  # type: ignore[return-value]
 
 
 def _install_handlers(app: FastAPI) -> None:

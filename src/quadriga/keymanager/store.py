@@ -28,7 +28,7 @@ from quadriga.db import models as m
 from quadriga.db.session import Database
 from quadriga.keymanager import Fetched, KeyManagerUnavailable, SecretNotFound, SecretPayload
 from quadriga.keymanager.crypto import KeyFileError, PayloadCipher
-from quadriga.keymanager.refs import parse_ref
+from quadriga.keymanager.refs import Kind, parse_ref
 
 log = logging.getLogger("quadriga.keymanager")
 
@@ -84,6 +84,9 @@ class LocalSecrets:
         }
         return Fetched(ref=ref, container_type=container.type, secrets=payloads)
 
+    def grant_access(self, ref: str, user_token: str | None) -> None:
+        """Nothing to grant: quadriga reads its own store for the load balancer's project."""
+
     def check_key(self) -> None:
         """Raise KeyFileError when the configured keys cannot open the stored payloads (checked at start)."""
         with self.db.read() as s:
@@ -121,13 +124,14 @@ class LocalSecrets:
             rows = s.scalars(query.order_by(m.Secret.created_at, m.Secret.id).offset(offset).limit(limit)).all()
         return list(rows), total
 
-    def get_secret(self, project_id: str, secret_id: str) -> m.Secret:
+    def get_secret(self, project_id: str, secret_id: str, reader: str | None = None) -> m.Secret:
+        """The project's secret, or one whose read ACL names the user `reader`."""
         with self.db.read() as s:
-            return self._secret(s, project_id, secret_id)
+            return self._secret(s, project_id, secret_id, reader)
 
-    def payload(self, project_id: str, secret_id: str) -> SecretPayload:
+    def payload(self, project_id: str, secret_id: str, reader: str | None = None) -> SecretPayload:
         with self.db.read() as s:
-            return self._payload_of(self._secret(s, project_id, secret_id))
+            return self._payload_of(self._secret(s, project_id, secret_id, reader))
 
     def replace_payload(self, project_id: str, secret_id: str, payload: bytes, content_type: str) -> list[str]:
         """Store `payload` in the secret, replacing any payload it had (quadriga's extension of PUT). A secret
@@ -155,6 +159,7 @@ class LocalSecrets:
             self._refuse_if_used(s, project_id, self._holders(s, secret_id), f"Secret {secret_id}")
             for link in links:  # as in Barbican: the secret leaves the containers that held it
                 s.delete(link)
+            self._drop_acl(s, secret_id)
             s.delete(secret)
         log.info("deleted secret %s (project %s)", secret_id, project_id)
 
@@ -194,38 +199,81 @@ class LocalSecrets:
             )
             return list(rows.all()), total
 
-    def get_container(self, project_id: str, container_id: str) -> m.SecretContainer:
+    def get_container(self, project_id: str, container_id: str, reader: str | None = None) -> m.SecretContainer:
         with self.db.read() as s:
-            return self._container(s, project_id, container_id)
+            return self._container(s, project_id, container_id, reader)
 
     def delete_container(self, project_id: str, container_id: str) -> None:
         with self.db.write() as s:
             container = self._container(s, project_id, container_id)
             self._refuse_if_used(s, project_id, {container_id}, f"Container {container_id}")
+            self._drop_acl(s, container_id)
             s.delete(container)
         log.info("deleted container %s (project %s)", container_id, project_id)
 
+    # -- read ACLs (Barbican's: only the owning project reads or changes them) ---------------------
+    def get_acl(self, project_id: str, kind: Kind, ident: str) -> m.SecretACL | None:
+        """The read ACL of the project's secret or container (None: none set, the project reads it)."""
+        with self.db.read() as s:
+            self._target(s, project_id, kind, ident)
+            return s.get(m.SecretACL, ident)
+
+    def set_acl(
+        self, project_id: str, kind: Kind, ident: str, users: list[str] | None, project_access: bool | None
+    ) -> None:
+        """Set what is given of the read ACL (a field left None keeps its value, or its default)."""
+        with self.db.write() as s:
+            self._target(s, project_id, kind, ident)
+            acl = s.get(m.SecretACL, ident) or m.SecretACL(target_id=ident, users=[], project_access=True)
+            if users is not None:
+                acl.users = list(dict.fromkeys(users))
+            if project_access is not None:
+                acl.project_access = project_access
+            s.add(acl)
+        log.info("read ACL of %s %s set (project %s)", kind.removesuffix("s"), ident, project_id)
+
+    def delete_acl(self, project_id: str, kind: Kind, ident: str) -> None:
+        with self.db.write() as s:
+            self._target(s, project_id, kind, ident)
+            self._drop_acl(s, ident)
+
     # -- helpers -------------------------------------------------------------------------------
+    def _target(self, s: Session, project_id: str, kind: Kind, ident: str) -> m.Secret | m.SecretContainer:
+        return self._secret(s, project_id, ident) if kind == "secrets" else self._container(s, project_id, ident)
+
+    @staticmethod
+    def _drop_acl(s: Session, ident: str) -> None:
+        acl = s.get(m.SecretACL, ident)
+        if acl is not None:
+            s.delete(acl)
+
+    @staticmethod
+    def _may_read(s: Session, row: m.Secret | m.SecretContainer, project_id: str, reader: str | None) -> bool:
+        if row.project_id == project_id:
+            return True
+        acl = s.get(m.SecretACL, row.id) if reader else None
+        return acl is not None and reader in acl.users
+
     @staticmethod
     def _alive() -> tuple:
         return ((m.Secret.expiration.is_(None)) | (m.Secret.expiration > _now()),)
 
-    def _secret(self, s: Session, project_id: str, secret_id: str) -> m.Secret:
-        secret = s.scalar(
-            select(m.Secret).where(m.Secret.id == secret_id, m.Secret.project_id == project_id, *self._alive())
-        )
-        if secret is None:
+    def _secret(self, s: Session, project_id: str, secret_id: str, reader: str | None = None) -> m.Secret:
+        """The project's live secret (or, for `reader`, one whose read ACL names that user)."""
+        secret = s.scalar(select(m.Secret).where(m.Secret.id == secret_id, *self._alive()))
+        if secret is None or not self._may_read(s, secret, project_id, reader):
             raise SecretNotFound("Secret not found.")
         return secret
 
-    @staticmethod
-    def _container(s: Session, project_id: str, container_id: str) -> m.SecretContainer:
+    def _container(
+        self, s: Session, project_id: str, container_id: str, reader: str | None = None
+    ) -> m.SecretContainer:
         container = s.scalar(
             select(m.SecretContainer)
-            .where(m.SecretContainer.id == container_id, m.SecretContainer.project_id == project_id)
+            .where(m.SecretContainer.id == container_id)
             .options(selectinload(m.SecretContainer.secret_refs))
         )
-        if container is None:
+        if container is None or not self._may_read(s, container, project_id, reader):
             raise SecretNotFound("Secrets container not found.")
         return container
 

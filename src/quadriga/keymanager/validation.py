@@ -197,3 +197,27 @@ def new_container(body: Any) -> tuple[str | None, str, list[tuple[str | None, st
             wanted = " and ".join(f"'{n}'" for n in sorted(required))
             raise _invalid(f"The minimum required reference names are {wanted} for {type_} type", "secret_refs", schema)
     return name, type_, refs
+
+
+MAX_ACL_USERS = 100
+
+
+def acl_read(body: Any) -> tuple[list[str] | None, bool | None]:
+    """A PUT/PATCH /v1/{secrets,containers}/{id}/acl body, {"read": {"users": [...], "project-access": bool}}
+    -> (users, project-access), None for what it leaves out (Barbican's ACL has only the read operation)."""
+    schema = "ACL"
+    if not isinstance(body, dict) or set(body) - {"read"}:
+        raise _invalid("only the 'read' operation has an ACL", None, schema)
+    read = body.get("read") or {}
+    if not isinstance(read, dict) or set(read) - {"users", "project-access"}:
+        raise _invalid("'read' takes only 'users' and 'project-access'", "read", schema)
+    users, project_access = read.get("users"), read.get("project-access")
+    if users is not None and (
+        not isinstance(users, list)
+        or len(users) > MAX_ACL_USERS
+        or not all(isinstance(u, str) and 0 < len(u) <= 255 for u in users)
+    ):
+        raise _invalid(f"'users' is a list of at most {MAX_ACL_USERS} user ids", "users", schema)
+    if project_access is not None and not isinstance(project_access, bool):
+        raise _invalid(f"{project_access!r:.40} is not of type 'boolean'", "project-access", schema)
+    return users, project_access

@@ -159,7 +159,7 @@ def create_loadbalancer(
         with svc.db.read() as session:
             data_plane = svc.providers[_provider_name(svc, session, body)].data_plane
         if data_plane:
-            tls_refs.check_graph(svc, project, listeners, pools)
+            tls_refs.check_graph(svc, ctx, project, listeners, pools)
     with common.change(svc) as session:
         provider = _provider_name(svc, session, body)
         common.check_quota(svc, session, project, "loadbalancer")
