@@ -122,7 +122,9 @@ class RemoteSecrets:
         if response.status_code == 401 and "X-Auth-Token" in headers:
             raise _Refused(f"key manager {self.url} refuses the token sent with {method} /v1{path} (401)")
         if response.status_code not in (200, 201, 204):
-            raise KeyManagerUnavailable(f"key manager {self.url} answered {response.status_code} to {method} /v1{path}")
+            raise KeyManagerUnavailable(
+                f"key manager {self.url} answered {response.status_code} to {method} /v1{path}{_said(response)}"
+            )
         return response
 
     def _from_keystone(self, ask: Callable[[ServiceToken], str]) -> str:
@@ -133,6 +135,15 @@ class RemoteSecrets:
             raise KeyManagerUnavailable(
                 f"no Keystone token for the key manager: the identity service is unavailable: {exc}"
             ) from None
+
+
+def _said(response: httpx.Response) -> str:
+    """': <description>' of a Barbican error body (a few hundred characters at most), else ''."""
+    try:
+        description = response.json().get("description")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {description[:300]}" if isinstance(description, str) and description else ""
 
 
 class _Refused(KeyManagerUnavailable):
