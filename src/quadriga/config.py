@@ -18,7 +18,8 @@ Example config file:
 
     [keystone]                    # auth_strategy = "keystone": X-Auth-Token is validated by this Keystone
     auth_url = "http://127.0.0.1:5000/v3"
-    username = "quadriga"         # the service user quadriga validates tokens as (role service or admin)
+    username = "quadriga"         # the service user quadriga validates tokens as (role service or admin),
+                                  # and reads a remote key manager ([keymanager] url) as
     password = "..."
     project_name = "service"
     user_domain_name = "Default"
@@ -35,6 +36,7 @@ Example config file:
     [keymanager]                  # the tenants' secret store (a Barbican-compatible API) at http://host:port/v1
     port = 9311                   # 0: any free port
     url = ""                      # a real Barbican to use instead (http://barbican:9311); then none is served
+                                  # (with auth_strategy = "keystone": asked with the [keystone] user's token)
     key_files = []                # payload encryption keys (Fernet), the first one encrypts (default:
                                   # secrets.key in the state directory, created at the first start)
 

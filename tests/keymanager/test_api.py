@@ -279,6 +279,41 @@ def test_certificate_container_round_trip(client, store, ca):
     assert client.get(cert.removeprefix(BASE), headers=A).status_code == 200  # its secrets stay
 
 
+def test_read_acls_let_the_users_they_name_read_and_only_the_project_changes_them(client, store, ca):
+    """Barbican's ACL API, as Octavia's barbican_acl auth uses it: GET, then PUT with a user added."""
+    ref, cert, _ = certificate_container(client, ca)
+    quadriga = {"X-Project-Id": "service", "X-User-Id": "quadriga-user"}
+    for target in (ref, cert):
+        path = target.removeprefix(BASE)
+        assert client.get(path + "/acl", headers=A).json() == {"read": {"project-access": True}}
+        error(client.get(path, headers=quadriga), 404)
+        r = client.put(path + "/acl", json={"read": {"users": ["quadriga-user"]}}, headers=A)
+        assert r.status_code == 200 and r.json() == {"acl_ref": target + "/acl"}, r.text
+        read = client.get(path + "/acl", headers=A).json()["read"]
+        assert (read["users"], read["project-access"]) == (["quadriga-user"], True) and read["created"]
+        assert client.get(path, headers=quadriga).status_code == 200
+        # another project's user is not named: nothing; nor may anyone but the project see or change the ACL
+        error(client.get(path, headers={**B, "X-User-Id": "someone"}), 404)
+        error(client.get(path + "/acl", headers=quadriga), 404)
+        error(client.put(path + "/acl", json={"read": {"users": ["x"]}}, headers=B), 404)
+        error(client.delete(path, headers=quadriga), 404)
+    assert client.get(cert.removeprefix(BASE) + "/payload", headers=quadriga).text.startswith("-----BEGIN")
+    # PATCH changes what it names; DELETE drops the ACL
+    path = cert.removeprefix(BASE)
+    assert client.patch(path + "/acl", json={"read": {"project-access": False}}, headers=A).status_code == 200
+    read = client.get(path + "/acl", headers=A).json()["read"]
+    assert (read["users"], read["project-access"]) == (["quadriga-user"], False)
+    assert client.delete(path + "/acl", headers=A).status_code == 200
+    error(client.get(path, headers=quadriga), 404)
+    for bad in ({"write": {}}, {"read": {"users": "x"}}, {"read": {"users": [1]}}, {"read": {"project-access": 1}}):
+        assert "does not match schema 'ACL'" in error(client.put(path + "/acl", json=bad, headers=A), 400)
+    error(client.get("/v1/orders/" + "0" * 32 + "/acl", headers=A), 404)
+    # a deleted container takes its ACL with it
+    assert client.delete(ref.removeprefix(BASE), headers=A).status_code == 204
+    with store.db.read() as s:
+        assert s.get(m.SecretACL, ref.rsplit("/", 1)[1]) is None
+
+
 @pytest.mark.parametrize(
     ("refs", "words"),
     [

@@ -32,13 +32,6 @@ LBS = "/v2/lbaas/loadbalancers"
 
 
 @pytest.fixture(scope="module")
-def keystone() -> Iterator[Keystone]:
-    with Keystone() as ks:
-        ks.populate()
-        yield ks
-
-
-@pytest.fixture(scope="module")
 def server(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuadrigaServer]:
     config = tmp_path_factory.mktemp("keystone-auth") / "quadriga.toml"
     config.write_text(keystone.quadriga_config(cache_seconds=CACHE_SECONDS, timeout=TIMEOUT))
