@@ -19,9 +19,8 @@ from starlette.requests import Request
 
 from quadriga.api.errors import ServiceUnavailable
 from quadriga.api.keystone import KeystoneAuth
-from quadriga.config import KeystoneSettings
 from tests.clients.conftest import OpenStackCLI
-from tests.support.keystone import PASSWORD, SERVICE_USER, Keystone
+from tests.support.keystone import Keystone
 from tests.support.server import QuadrigaServer
 
 pytestmark = pytest.mark.keystone
@@ -197,13 +196,8 @@ def request_with(token: str) -> Request:
     return Request({"type": "http", "method": "GET", "path": "/", "headers": [(b"x-auth-token", token.encode())]})
 
 
-def service_settings(keystone: Keystone, **overrides: Any) -> KeystoneSettings:
-    fields = {"auth_url": keystone.auth_url, "username": SERVICE_USER, "password": PASSWORD, "project_name": "service"}
-    return KeystoneSettings(**{**fields, **overrides})
-
-
 def test_a_wrong_service_password_is_503_saying_so(keystone: Keystone) -> None:
-    auth = KeystoneAuth(service_settings(keystone, password="wrong"))
+    auth = KeystoneAuth(keystone.service_settings(password="wrong"))
     try:
         with pytest.raises(ServiceUnavailable, match="service user 'quadriga' cannot log in.*check \\[keystone\\]"):
             auth.authenticate(request_with(keystone.token("member-a", project="project-a")))
@@ -212,7 +206,7 @@ def test_a_wrong_service_password_is_503_saying_so(keystone: Keystone) -> None:
 
 
 def test_the_cache_keeps_at_most_cache_size_tokens(keystone: Keystone) -> None:
-    auth = KeystoneAuth(service_settings(keystone, cache_size=1, timeout=0.5))
+    auth = KeystoneAuth(keystone.service_settings(cache_size=1, timeout=0.5))
     first, second = (
         keystone.token(user, project=p) for user, p in (("member-a", "project-a"), ("member-b", "project-b"))
     )

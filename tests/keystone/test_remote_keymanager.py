@@ -17,12 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from quadriga.config import KeystoneSettings
 from quadriga.keymanager import KeyManagerUnavailable
 from quadriga.keymanager.remote import RemoteSecrets
 from quadriga.service_token import ServiceToken
 from tests.support.certs import TestCA
-from tests.support.keystone import PASSWORD, SERVICE_USER, Keystone
+from tests.support.keystone import SERVICE_USER, Keystone
 from tests.support.server import QuadrigaServer
 
 pytestmark = pytest.mark.keystone
@@ -124,10 +123,6 @@ def create_listener(http: httpx.Client, octavia: QuadrigaServer, lb: dict, token
     return http.post(octavia.lb_url + LISTENERS, json=body, headers={"X-Auth-Token": token})
 
 
-def service_settings(keystone: Keystone) -> KeystoneSettings:
-    return KeystoneSettings(auth_url=keystone.auth_url, username=SERVICE_USER, password=PASSWORD, timeout=TIMEOUT)
-
-
 def test_a_tenant_container_is_granted_to_quadriga_and_loaded(
     keystone: Keystone, barbican: QuadrigaServer, octavia: QuadrigaServer, http: httpx.Client, lb_of_a: dict
 ) -> None:
@@ -193,19 +188,21 @@ def test_keystone_down_is_503_with_the_reason(
 
     # quadriga's own login: a key manager client that has no token yet
     keystone.stop()
-    remote = RemoteSecrets(barbican.keymanager_url, service=ServiceToken(service_settings(keystone)))
+    service = ServiceToken(keystone.service_settings(timeout=TIMEOUT))
+    remote = RemoteSecrets(barbican.keymanager_url, service=service)
     try:
         with pytest.raises(KeyManagerUnavailable, match="no Keystone token for the key manager.*cannot connect"):
             remote.fetch(ref, keystone.projects["project-a"])
     finally:
         remote.close()
+        service.close()
         keystone.start()
 
 
 def test_a_refused_service_token_is_renewed_once(keystone: Keystone, barbican: QuadrigaServer, http: httpx.Client):
     token = keystone.token("member-a", project="project-a")
     ref = store_container(http, barbican, token, "www-renew")
-    service = ServiceToken(service_settings(keystone))
+    service = ServiceToken(keystone.service_settings(timeout=TIMEOUT))
     remote = RemoteSecrets(barbican.keymanager_url, service=service)
     try:
         remote.grant_access(ref, token)
@@ -224,7 +221,7 @@ def test_a_key_manager_refusing_quadrigas_token_is_a_clear_error(barbican: Quadr
     """quadriga's service user logs in at another Keystone than the one the key manager trusts."""
     with Keystone() as other:
         other.populate()
-        service = ServiceToken(service_settings(other))
+        service = ServiceToken(other.service_settings(timeout=TIMEOUT))
         remote = RemoteSecrets(barbican.keymanager_url, service=service)
         try:
             with pytest.raises(KeyManagerUnavailable, match="refuses quadriga's service token .*also with a new token"):

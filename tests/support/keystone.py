@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from quadriga.config import KeystoneSettings
 from tests.support.server import free_port, scrubbed_env
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "keystone.sh"
@@ -209,6 +210,11 @@ class Keystone:
             "region_name": "RegionOne",
             "identity_api_version": 3,
         }
+
+    def service_settings(self, **overrides: Any) -> KeystoneSettings:
+        """quadriga's [keystone] settings for this Keystone (its service user), with `overrides`."""
+        fields = {"auth_url": self.auth_url, "username": SERVICE_USER, "password": PASSWORD, "project_name": "service"}
+        return KeystoneSettings(**{**fields, **overrides})
 
     def quadriga_config(self, cache_seconds: float = 60, timeout: float = 3.0) -> str:
         """The [api]/[keystone] part of a quadriga config file that validates tokens here."""
