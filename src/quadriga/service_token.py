@@ -31,7 +31,7 @@ class ServiceToken:
     def __init__(self, settings: KeystoneSettings) -> None:
         self.settings = settings
         self.auth_url = settings.auth_url.rstrip("/")
-        self._client = httpx.Client(timeout=settings.timeout, trust_env=False)
+        self._client = httpx.Client(timeout=settings.timeout)
         self._lock = threading.Lock()
         self._token: tuple[str, str, float] | None = None  # token, user id, monotonic time to renew it at
 

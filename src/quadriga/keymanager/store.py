@@ -2,8 +2,10 @@
 engines read refs through, and the operations the Barbican-compatible API (`keymanager.api`) serves.
 
 Everything is scoped by project: another project's secret or container is SecretNotFound, exactly like a
-missing one. An expired secret is gone too (as in Barbican). A secret or container that a listener or pool
-uses (directly, or a secret through a container in use) cannot be deleted: SecretInUse names the user.
+missing one — except that a user named in its read ACL (Barbican's; set by its project) may read it, which is
+how a tenant lets another quadriga's service user read a certificate (Octavia's barbican_acl auth). An
+expired secret is gone too (as in Barbican). A secret or container that a listener or pool uses (directly, or
+a secret through a container in use) cannot be deleted: SecretInUse names the user.
 Replacing a secret's payload is allowed (an extension: Barbican only fills an empty secret), so a tenant
 renews a certificate behind the same ref. A secret in use gets a new payload only if every listener and pool
 using it could still load it (the checks the Octavia API applies, `quadriga.certs.uses`), and only while none
