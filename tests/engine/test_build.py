@@ -392,7 +392,11 @@ def test_a_udp_listener_and_pool_become_the_udp_proxy_config(db):
     (pool,) = config.pools
     assert (li.vips, li.port, li.max_flows, li.idle_timeout_s, li.pool_id) == (("10.0.0.10",), 53, 9, 7.0, pool.id)
     assert (pool.algorithm, pool.persistence_s, pool.persistence_prefix) == ("SOURCE_IP", 60, 24)
-    assert pool.monitor is not None and (pool.monitor.type, pool.monitor.rise, pool.monitor.fall) == ("UDP-CONNECT", 2, 4)
+    assert pool.monitor is not None and (pool.monitor.type, pool.monitor.rise, pool.monitor.fall) == (
+        "UDP-CONNECT",
+        2,
+        4,
+    )
     assert "frontend" not in render(spec, EnginePaths.under(Path("/e")))  # HAProxy serves none of it
 
 

@@ -62,6 +62,20 @@ def haproxy_pids(directory: Path) -> list[int]:
     return program_pids("haproxy", directory)
 
 
+def udp_proxy_pids(directory: Path) -> list[int]:
+    """Live UDP proxies (`python -m quadriga.udp`) of the engines under `directory`."""
+    prefix = os.fsencode(directory)
+    pids = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"quadriga.udp" in argv and any(a.startswith(prefix) for a in argv):
+            pids.append(int(name))
+    return pids
+
+
 def kill_engine(state_dir: Path, engine_id: str) -> list[int]:
     """What a dying engine looks like: SIGKILL its HAProxy processes (master and workers, found by their
     command lines naming the engine's directory) and delete its namespace (netns driver). Returns the pids."""
