@@ -8,6 +8,7 @@ import socket
 import threading
 from collections import Counter
 
+from quadriga.backends import IP_FREEBIND
 from tests.support.dataplane import check_target
 
 TIMEOUT = 2.0
@@ -15,7 +16,8 @@ TIMEOUT = 2.0
 
 class UdpEcho:
     """A UDP member on `address` that answers every datagram with "<name> <datagram>". `stop()` closes its
-    port (the kernel then answers ICMP port unreachable), `start()` opens the same port again."""
+    port (the kernel then answers ICMP port unreachable), `start()` opens the same port again. Bound with
+    IP_FREEBIND, as `quadriga.backends`: a network's gateway address exists once its first engine is plugged."""
 
     def __init__(self, name: str, address: str = "127.0.0.1", port: int = 0) -> None:
         self.name, self.address, self.port = name, address, port
@@ -26,6 +28,7 @@ class UdpEcho:
 
     def start(self) -> UdpEcho:
         sock = socket.socket(socket.AF_INET6 if ":" in self.address else socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         sock.bind((self.address, self.port))
         sock.settimeout(0.1)
         self.port = sock.getsockname()[1]
