@@ -153,25 +153,41 @@ class Keepalived:
             log.warning("cannot clear stale VIPs of %s: %s", self.directory, exc)
 
     def _processes(self) -> list[int]:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit() and self._is_ours(int(name))]
+        return pids_where(self._is_ours)
 
     def _is_ours(self, pid: int) -> bool:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if process_state(pid) in ("Z", "X", ""):
-            return False
-        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        if not argv or Path(argv[0]).name != "keepalived":
-            return False
-        return any(a == "-f" and b == str(self.paths.config) for a, b in zip(argv, argv[1:], strict=False))
+        argv = live_argv(pid)
+        return bool(argv) and Path(argv[0]).name == "keepalived" and has_option(argv, "-f", str(self.paths.config))
 
     def _log_tail(self) -> str:
-        try:
-            return self.paths.log_file.read_text(errors="replace")[-LOG_TAIL:].strip() or "no output"
-        except OSError:
-            return "no output"
+        return log_tail(self.paths.log_file)
+
+
+def live_argv(pid: int) -> list[str]:
+    """The command line of process `pid`; empty when it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    if process_state(pid) in ("Z", "X", ""):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def has_option(argv: list[str], option: str, value: str) -> bool:
+    return any(a == option and b == value for a, b in zip(argv, argv[1:], strict=False))
+
+
+def pids_where(is_ours: Callable[[int], bool]) -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and is_ours(int(name))]
+
+
+def log_tail(path: Path) -> str:
+    """The end of a process's log, quoted in an error."""
+    try:
+        return path.read_text(errors="replace")[-LOG_TAIL:].strip() or "no output"
+    except OSError:
+        return "no output"
 
 
 def process_state(pid: int) -> str:

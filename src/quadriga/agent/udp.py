@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from quadriga.agent.haproxy import write_atomic
-from quadriga.agent.keepalived import process_state, read_pid
+from quadriga.agent.keepalived import has_option, live_argv, log_tail, pids_where, read_pid
 from quadriga.engine.udp import UdpConfig
 
 log = logging.getLogger("quadriga.agent")
@@ -36,7 +36,6 @@ LOG_FILE = "udp.log"
 WAIT_TIMEOUT = 10.0
 STOP_TIMEOUT = 2.0
 POLL_INTERVAL = 0.02
-LOG_TAIL = 2000
 
 
 class UdpProxyError(Exception):
@@ -154,20 +153,11 @@ class UdpProxy:
         raise UdpProxyError(f"the UDP proxy did not {what} within {WAIT_TIMEOUT:.0f} s: {self._log_tail()}")
 
     def _processes(self) -> list[int]:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit() and self._is_ours(int(name))]
+        return pids_where(self._is_ours)
 
     def _is_ours(self, pid: int) -> bool:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        if process_state(pid) in ("Z", "X", "") or "quadriga.udp" not in argv:
-            return False
-        return any(a == "--config" and b == str(self.config) for a, b in zip(argv, argv[1:], strict=False))
+        argv = live_argv(pid)
+        return "quadriga.udp" in argv and has_option(argv, "--config", str(self.config))
 
     def _log_tail(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-LOG_TAIL:].strip() or "no output"
-        except OSError:
-            return "no output"
+        return log_tail(self.log_file)
