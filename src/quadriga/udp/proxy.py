@@ -133,9 +133,9 @@ class Proxy:
                 self.loop.remove_reader(sock.fileno())
                 sock.close()
         for li in listeners.values():
-            for sock in li.sockets.values():
+            for vip, sock in li.sockets.items():
                 self.loop.remove_reader(sock.fileno())  # a kept socket: now read for its new listener
-                self.loop.add_reader(sock.fileno(), self._from_clients, li, sock)
+                self.loop.add_reader(sock.fileno(), self._from_clients, li, sock, vip)
         self.config, self.digest, self.listeners, self.pools = config, digest, listeners, pools
         self.failed = self.error = None
         self._restart_checks()
@@ -174,19 +174,13 @@ class Proxy:
         """Move the running flows into the new listeners, where their member is still there and serving."""
         for old in self.listeners.values():
             new = listeners.get(old.config.id)
-            pool = pools.get(new.config.pool_id or "") if new is not None else None
             for key, flow in old.flows.items():
-                member = pool.members.get(flow.member.config.id) if pool is not None else None
-                sock = new.sockets.get(key[0]) if new is not None else None
-                same = member is not None and (member.config.address, member.config.port) == (
-                    flow.member.config.address,
-                    flow.member.config.port,
-                )
-                if new is None or member is None or sock is None or not same or not member.serving:
+                member = _kept_member(flow, new, pools)
+                if new is None or member is None:
                     flow.close(self.loop)
                     continue
                 flow.member.flows -= 1
-                flow.listener, flow.vip, flow.member = new, sock, member
+                flow.listener, flow.member = new, member
                 member.flows += 1
                 new.flows[key] = flow
             if new is not None:
@@ -194,8 +188,7 @@ class Proxy:
 
     # --- traffic -----------------------------------------------------------------------------------------
 
-    def _from_clients(self, listener: Listener, sock: socket.socket) -> None:
-        vip = sock.getsockname()[0]
+    def _from_clients(self, listener: Listener, sock: socket.socket, vip: str) -> None:
         for _ in range(READ_BURST):
             try:
                 data, client = sock.recvfrom(MAX_DATAGRAM)
@@ -328,6 +321,19 @@ class Proxy:
                 self.loop.remove_reader(sock.fileno())
                 sock.close()
         self.listeners = {}
+
+
+def _kept_member(flow: Flow, listener: Listener | None, pools: dict[str, Pool]) -> Member | None:
+    """The member of the new config that `flow` keeps: the same member at the same address, still serving, behind
+    the same VIP socket and a listener that still allows the client; None when the flow must end."""
+    if listener is None or listener.sockets.get(flow.vip.getsockname()[0]) is not flow.vip:
+        return None
+    pool = pools.get(listener.config.pool_id or "")
+    member = pool.members.get(flow.member.config.id) if pool is not None else None
+    if member is None or not member.serving or not listener.allows(flow.client[0]):
+        return None
+    old = flow.member.config
+    return member if (member.config.address, member.config.port) == (old.address, old.port) else None
 
 
 def _bind(vip: str, port: int) -> socket.socket:
