@@ -3,6 +3,8 @@ on 127.0.0.1, checks them (UDP-CONNECT), keeps flows across member changes, and 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -217,6 +219,18 @@ def test_a_udp_port_that_cannot_be_bound_leaves_the_previous_config_serving(agen
         blocker.close()
     agent.apply(ENGINE, udp_spec(vip, [udp_member(a)], revision=2, listener={"protocol_port": PORT + 1}))
     assert udp_answers(vip, PORT + 1, 2) == ["u0", "u0"]
+
+
+def test_a_killed_udp_proxy_is_started_again_by_the_next_report(agent: Agent, echoes, state_dir: Path) -> None:
+    vip, (a,) = new_vip(), echoes(1)
+    agent.apply(ENGINE, udp_spec(vip, [udp_member(a)]))
+    (proxy,) = udp_proxy_pids(state_dir)
+    os.kill(proxy, signal.SIGKILL)
+    wait_for(lambda: proxy not in udp_proxy_pids(state_dir), "the proxy to die")
+    report = agent.report(ENGINE)
+    assert report is not None and report.listeners["udp"].status == "OPEN"
+    (again,) = udp_proxy_pids(state_dir)
+    assert again != proxy and udp_answers(vip, PORT, 2) == ["u0", "u0"]
 
 
 def test_udp_and_tcp_listeners_share_a_port_and_the_proxy_follows_the_spec(

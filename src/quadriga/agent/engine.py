@@ -29,9 +29,11 @@ the agent knows what runs (`recover`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -65,6 +67,7 @@ NEW_CONFIG = "haproxy.cfg.new"
 # A report is read for every heartbeat: a hung HAProxy must answer within this or count as not serving.
 STATS_TIMEOUT = 1.0
 # HAProxy's server statuses from the least to the most able to serve (the first word counts: "UP 1/3").
+UDP_RESTART_INTERVAL = 10.0
 STATUS_RANK = {"DOWN": 0, "MAINT": 1, "DRAIN": 2, "NOLB": 3, "no": 4, "UP": 5}
 
 RuntimeStep = Callable[[RuntimeApi], None]
@@ -101,6 +104,7 @@ class Engine:
         self.haproxy = Haproxy(self.directory, binary=haproxy, command_prefix=network.command_prefix(engine_id))
         self.keepalived = Keepalived(self.directory, command_prefix=network.command_prefix(engine_id))
         self.udp = UdpProxy(self.directory, command_prefix=network.command_prefix(engine_id))
+        self._udp_retry_at = 0.0  # when `report` may next try to start a dead UDP proxy again
         self.error: str | None = None  # why the last apply failed
         self.spec: EngineSpec | None = self._load_spec()  # what HAProxy serves
         self.plugged: Plugged | None = None  # where the network driver put it (known once plugged)
@@ -270,8 +274,19 @@ class Engine:
     # --- reporting -------------------------------------------------------------------------------------
 
     def report(self) -> EngineReport | None:
-        """HAProxy's view of the engine; None when it never served a spec."""
-        return None if self.spec is None else self._report(self.spec)
+        """HAProxy's view of the engine; None when it never served a spec. A UDP proxy that died (while HAProxy
+        serves) is started again here, at most every UDP_RESTART_INTERVAL: reports are asked for every heartbeat,
+        and nothing else would notice, since the engine as a whole still serves."""
+        if self.spec is None:
+            return None
+        now = time.monotonic()
+        if now >= self._udp_retry_at and udp_config(self.spec) is not None and self.udp.pid() is None:
+            self._udp_retry_at = now + UDP_RESTART_INTERVAL
+            if self.haproxy.master_pid() is not None:
+                log.warning("engine=%s udp proxy is not running: starting it", self.engine_id)
+                with contextlib.suppress(EngineRejected):
+                    self._converge_udp(self.spec)
+        return self._report(self.spec)
 
     def _report(self, spec: EngineSpec) -> EngineReport:
         report = EngineReport(
