@@ -5,14 +5,18 @@ Octavia's fault body that stores nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import pytest
 
-from tests.support.dataplane import Cloud
+from tests.support.dataplane import Cloud, network_driver, udp_proxy_pids
 from tests.support.graph import eventually, find, listener, monitor, pool
+from tests.support.ha import engine_dir, holds, kill_engine, live_pair, wait_holder
 from tests.support.udp import UdpClient, UdpEcho, spread, udp_answers
 
 PORT = 53
@@ -71,6 +75,37 @@ def test_a_udp_load_balancer_carries_datagrams_and_reports_member_health(
 
     found = eventually(stats, 15, "the listener's stats to count every flow")
     assert found["bytes_out"] > found["bytes_in"] > 0
+
+
+@pytest.mark.skipif(network_driver() != "netns", reason="ACTIVE_STANDBY needs root (netns driver)")
+def test_udp_on_an_active_standby_pair_follows_the_vip(cloud: Cloud, echoes: list[UdpEcho], ha_flavor: str) -> None:
+    a, b = echoes
+    udp_pool = pool("udp-ha-pool", "UDP", [udp_member(a), udp_member(b)])
+    lb = cloud.create_lb(name="udp-ha", flavor_id=ha_flavor, listeners=[listener("udp-ha", "UDP", PORT, udp_pool)])
+    frozen: list[int] = []
+    try:
+        vip = lb["vip_address"]
+        pair = live_pair(cloud, lb["id"])
+        master, backup = pair["MASTER"]["id"], pair["BACKUP"]["id"]
+        assert wait_holder(cloud, [master, backup], vip) == master
+        # Both engines run a UDP proxy: the BACKUP's is bound to the VIP before the VIP is there.
+        assert all(len(udp_proxy_pids(engine_dir(cloud, e))) == 1 for e in (master, backup))
+        assert set(udp_answers(vip, PORT, 4)) == {"udp-a", "udp-b"}
+
+        # A hung MASTER: keepalived, HAProxy and the UDP proxy stop.
+        frozen = kill_engine(engine_dir(cloud, master), signal.SIGSTOP)
+        for pid in udp_proxy_pids(engine_dir(cloud, master)):
+            os.kill(pid, signal.SIGSTOP)
+            frozen.append(pid)
+        assert udp_answers(vip, PORT, 1, timeout=0.3) == [None]
+        eventually(lambda: udp_answers(vip, PORT, 1, timeout=0.3) != [None], 10, "UDP through the BACKUP")
+        assert holds(cloud, backup, vip)
+        assert set(udp_answers(vip, PORT, 4)) == {"udp-a", "udp-b"}
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        cloud.delete_lb(lb["id"])
 
 
 @pytest.fixture(scope="module")
