@@ -146,6 +146,21 @@ def test_a_stopped_member_goes_down_and_flows_move_to_the_others(agent: Agent, e
     assert victim.name in udp_answers(vip, PORT, 6)
 
 
+@pytest.mark.parametrize("kind", ["TCP", "HTTP"])
+def test_tcp_and_http_monitors_check_the_monitor_port(agent: Agent, echoes, backends, kind: str) -> None:
+    vip, (a, b), (web,) = new_vip(), echoes(2), backends(1)
+    extra = {"url_path": "/", "expected_codes": "200", "http_method": "GET"} if kind == "HTTP" else {}
+    hm = s.HealthMonitorSpec(type=kind, delay=1, timeout=1, max_retries=1, max_retries_down=1, **extra)
+    # u0 is checked on the HTTP backend's port (monitor_port), u1 on its own UDP port, where nothing speaks TCP.
+    members = [udp_member(a, monitor_port=web.port), udp_member(b)]
+    agent.apply(ENGINE, udp_spec(vip, members, health_monitor=hm))
+    wait_for(lambda: members_of(agent) == {"u0": "UP", "u1": "DOWN"}, "u0 UP, u1 DOWN", timeout=10)
+    assert set(udp_answers(vip, PORT, 4)) == {"u0"}
+    web.stop()
+    wait_for(lambda: members_of(agent)["u0"] == "DOWN", "u0 DOWN with its monitor port closed", timeout=10)
+    assert udp_answers(vip, PORT, 1, timeout=0.3) == [None]
+
+
 def test_member_changes_keep_the_other_flows(agent: Agent, echoes, state_dir: Path) -> None:
     vip, (a, b, c) = new_vip(), echoes(3)
     agent.apply(ENGINE, udp_spec(vip, [udp_member(a), udp_member(b)]))
