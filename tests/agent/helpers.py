@@ -19,7 +19,7 @@ import pytest
 from quadriga import backends
 from quadriga.engine import spec as s
 from quadriga.engine.render import RenderOptions
-from tests.support.dataplane import haproxy_pids
+from tests.support.dataplane import haproxy_pids, udp_proxy_pids
 
 OPTIONS = RenderOptions(max_connections=4000, hard_stop_after_s=10)
 PORT = 8080
@@ -31,17 +31,17 @@ _vip_counter = itertools.count(1)
 @contextlib.contextmanager
 def engines_state_dir() -> Iterator[Path]:
     """A short state directory for agents (unix socket paths are limited to 107 bytes), removed afterwards;
-    any HAProxy still running with a config from it is killed and fails the test."""
+    any HAProxy or UDP proxy still running with a config from it is killed and fails the test."""
     directory = Path(tempfile.mkdtemp(prefix="qa-"))
     try:
         yield directory
     finally:
-        leftovers = haproxy_pids(directory)
+        leftovers = haproxy_pids(directory) + udp_proxy_pids(directory)
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(directory, ignore_errors=True)
-        assert not leftovers, f"haproxy processes {leftovers} outlived the test"
+        assert not leftovers, f"haproxy or UDP proxy processes {leftovers} outlived the test"
 
 
 # --- backends ----------------------------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ from quadriga.agent.client import AgentClient
 from quadriga.agent.engine import SPEC_FILE
 from quadriga.agent.host import AgentHost
 from quadriga.certs import pki
+from quadriga.engine import spec as s
 from quadriga.network.drivers.loopback import LoopbackDriver
 from quadriga.network.drivers.netns import NETNS_DIR, instance_for
 from tests.agent.helpers import OPTIONS, answers, make_spec, member, new_vip
-from tests.support.dataplane import haproxy_pids
+from tests.support.dataplane import haproxy_pids, udp_proxy_pids
+from tests.support.udp import UdpEcho
 
 ENGINE = "engine-1"
 
@@ -58,6 +60,32 @@ def test_haproxy_of_a_deleted_engine_directory_is_stopped_and_no_other(
     assert haproxy_pids(state_dir) == []
     assert answers(theirs, 1) == ["b0"] and other_agent.report(ENGINE) is not None
     assert agent.collect_orphans() == []
+
+
+def test_a_udp_proxy_of_a_deleted_engine_directory_is_stopped(make_agent: Callable[[], Agent], state_dir: Path) -> None:
+    echo = UdpEcho("u0")
+    try:
+        crashed = make_agent()
+        spec = make_spec(new_vip(), [])
+        udp = s.ListenerSpec(id="udp", protocol="UDP", protocol_port=5353, default_pool_id="udp-pool")
+        udp_pool = s.PoolSpec(
+            id="udp-pool",
+            protocol="UDP",
+            lb_algorithm="ROUND_ROBIN",
+            members=(s.MemberSpec(id="u0", address="127.0.0.1", protocol_port=echo.port),),
+        )
+        crashed.apply(ENGINE, spec.model_copy(update={"listeners": (udp,), "pools": (udp_pool,)}))
+        stray = udp_proxy_pids(state_dir)
+        assert len(stray) == 1
+        shutil.rmtree(state_dir / "engines" / ENGINE)
+        del crashed
+        agent = make_agent()
+        assert agent.recover() == {}
+        collected = agent.collect_orphans()
+        assert f"udp proxy {ENGINE} (pids {stray})" in collected
+        assert udp_proxy_pids(state_dir) == [] and haproxy_pids(state_dir) == []
+    finally:
+        echo.stop()
 
 
 def test_an_engine_directory_that_never_served_a_spec_is_removed(

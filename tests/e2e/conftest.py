@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.dataplane import Cloud, running_cloud
+from tests.support.ha import active_standby_flavor
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,10 @@ def lbs(cloud: Cloud) -> Iterator[list[str]]:
     yield created
     for lb_id in created:
         cloud.delete_lb(lb_id)
+
+
+@pytest.fixture(scope="session")
+def ha_flavor(cloud: Cloud) -> Iterator[str]:
+    """The ACTIVE_STANDBY flavor (one per session: its name is taken until the session's cloud stops)."""
+    with active_standby_flavor(cloud) as flavor_id:
+        yield flavor_id

@@ -10,7 +10,6 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,12 +34,6 @@ from tests.support.ha import (
 TAKEOVER_LIMIT = 3.0  # seconds of failed requests tolerated in a test (the benchmark measures the real window)
 
 needs_netns = pytest.mark.skipif(network_driver() != "netns", reason="ACTIVE_STANDBY needs root (netns driver)")
-
-
-@pytest.fixture(scope="module")
-def ha_flavor(cloud: Cloud) -> Iterator[str]:
-    with active_standby_flavor(cloud) as flavor_id:
-        yield flavor_id
 
 
 def sticky_graph(cloud: Cloud, name: str, flavor_id: str) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from quadriga.db.migrate import upgrade
 from quadriga.db.session import Database
 from quadriga.engine import spec as s
 from quadriga.engine.build import UnsupportedFeature, spec_from_loadbalancer
+from quadriga.engine.render import EnginePaths, render
+from quadriga.engine.udp import udp_config
 from quadriga.keymanager import KeyManagerUnavailable, SecretNotFound
 from quadriga.providers.base import ApplyError, RejectedChange
 from quadriga.providers.engine import EngineProvider
@@ -354,15 +357,10 @@ def _minimal(db: Database, **objects) -> str:
             {"listener": {"protocol": "TERMINATED_HTTPS", "default_tls_container_ref": "https://km/v1/secrets/x"}},
             "no key manager to read certificates from",
         ),
-        ({"listener": {"protocol": "UDP"}, "pool": {"protocol": "UDP"}}, "UDP is not supported"),
-        ({"listener": {"protocol": "SCTP"}, "pool": {"protocol": "SCTP"}}, "SCTP is not supported"),
+        ({"listener": {"protocol": "SCTP"}, "pool": {"protocol": "SCTP"}}, "SCTP is not supported: .* no SCTP"),
         (
             {"pool": {"protocol": "HTTP", "lb_algorithm": "SOURCE_IP", "tls_enabled": True, "tls_container_ref": "r"}},
             "no key manager",
-        ),
-        (
-            {"monitor": {"type": "UDP-CONNECT", "delay": 5, "timeout": 3, "max_retries": 2}},
-            "UDP-CONNECT is not supported",
         ),
     ],
 )
@@ -370,6 +368,36 @@ def test_unsupported_features_are_a_clear_error(db, objects, message):
     lb_id = _minimal(db, **objects)
     with pytest.raises(UnsupportedFeature, match=message):
         build(db, lb_id)
+
+
+def test_a_udp_listener_and_pool_become_the_udp_proxy_config(db):
+    lb_id = _minimal(
+        db,
+        listener={"protocol": "UDP", "protocol_port": 53, "timeout_client_data": 7000, "connection_limit": 9},
+        pool={
+            "protocol": "UDP",
+            "lb_algorithm": "SOURCE_IP",
+            "session_persistence": {
+                "type": "SOURCE_IP",
+                "persistence_timeout": 60,
+                "persistence_granularity": "255.255.255.0",
+            },
+        },
+        monitor={"type": "UDP-CONNECT", "delay": 5, "timeout": 3, "max_retries": 2, "max_retries_down": 4},
+    )
+    spec = build(db, lb_id)
+    config = udp_config(spec)
+    assert config is not None
+    (li,) = config.listeners
+    (pool,) = config.pools
+    assert (li.vips, li.port, li.max_flows, li.idle_timeout_s, li.pool_id) == (("10.0.0.10",), 53, 9, 7.0, pool.id)
+    assert (pool.algorithm, pool.persistence_s, pool.persistence_prefix) == ("SOURCE_IP", 60, 24)
+    assert pool.monitor is not None and (pool.monitor.type, pool.monitor.rise, pool.monitor.fall) == (
+        "UDP-CONNECT",
+        2,
+        4,
+    )
+    assert "frontend" not in render(spec, EnginePaths.under(Path("/e")))  # HAProxy serves none of it
 
 
 def test_minimal_tree(db):

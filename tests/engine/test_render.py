@@ -614,7 +614,7 @@ def test_every_combination_of_protocols_algorithms_persistence_and_monitors(chec
     listeners, pools = [], []
     for listener_protocol in ("HTTP", "TCP", "HTTPS"):
         for pool_protocol in sorted(s.c.LISTENER_POOL_PROTOCOLS[listener_protocol]):
-            for monitor in (None, *sorted(s.SUPPORTED_MONITOR_TYPES)):
+            for monitor in (None, *sorted(s.SUPPORTED_MONITOR_TYPES - {"UDP-CONNECT"})):
                 for algorithm in ALGORITHMS:
                     for persistence in persistences:
                         p = pool(
@@ -666,12 +666,16 @@ def test_server_params_match_the_rendered_server_lines(check, tmp_path):
         lambda: hm(domain_name="example.com\n"),
         lambda: hm(url_path="health"),
         lambda: hm(http_version=2.0),
-        lambda: listener("UDP", 53),
+        lambda: listener("SCTP", 53),
         lambda: listener("TERMINATED_HTTPS", 443),
         lambda: listener("TCP", 80, insert_headers=("X-Forwarded-For",)),
         lambda: listener("TCP", 80, l7policies=(policy(),)),
         lambda: listener(allowed_cidrs=("10.0.0.0/33",)),
-        lambda: pool("UDP"),
+        lambda: pool("SCTP"),
+        lambda: pool("UDP", session_persistence=s.SessionPersistenceSpec(type="HTTP_COOKIE")),
+        lambda: pool("TCP", health_monitor=hm("UDP-CONNECT")),
+        lambda: pool("UDP", health_monitor=hm("TLS-HELLO")),
+        lambda: engine((listener("UDP", 53, p := pool("TCP")),), (p,)),  # UDP carries UDP pools only
         lambda: engine((listener(),), vips=()),
         lambda: engine((listener(port=80), listener(port=80))),
         lambda: engine((listener(default_pool=pool()),)),  # the pool is not in the spec

@@ -15,7 +15,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,20 @@ def check_target(address: str) -> None:
 
 def program_pids(program: str, directory: Path) -> list[int]:
     """Live `program` processes whose command line names a file under `directory` (a zombie has none)."""
+    return _pids(directory, lambda argv: argv[0].endswith(os.fsencode(program)))
+
+
+def haproxy_pids(directory: Path) -> list[int]:
+    """Live HAProxy processes of the engines under `directory`."""
+    return program_pids("haproxy", directory)
+
+
+def udp_proxy_pids(directory: Path) -> list[int]:
+    """Live UDP proxies (`python -m quadriga.udp`) of the engines under `directory`."""
+    return _pids(directory, lambda argv: b"quadriga.udp" in argv)
+
+
+def _pids(directory: Path, match: Callable[[list[bytes]], bool]) -> list[int]:
     prefix = os.fsencode(directory)
     pids = []
     for name in filter(str.isdigit, os.listdir("/proc")):
@@ -52,14 +66,9 @@ def program_pids(program: str, directory: Path) -> list[int]:
             argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv[0].endswith(os.fsencode(program)) and any(a.startswith(prefix) for a in argv):
+        if match(argv) and any(a.startswith(prefix) for a in argv):
             pids.append(int(name))
     return pids
-
-
-def haproxy_pids(directory: Path) -> list[int]:
-    """Live HAProxy processes of the engines under `directory`."""
-    return program_pids("haproxy", directory)
 
 
 def kill_engine(state_dir: Path, engine_id: str) -> list[int]:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from quadriga.agent.engine import Engine, EngineRejected, StaleRevision
 from quadriga.agent.haproxy import Haproxy, HaproxyError
-from quadriga.agent.orphans import haproxy_engines
+from quadriga.agent.orphans import haproxy_engines, udp_proxy_engines
 from quadriga.agent.spares import SPARES, SparePool
+from quadriga.agent.udp import UdpProxy, UdpProxyError
 from quadriga.engine.regex import haproxy_binary
 from quadriga.engine.render import RenderOptions
 from quadriga.engine.report import EngineReport
@@ -141,7 +142,7 @@ class Agent:
 
     def collect_orphans(self) -> list[str]:
         """Remove what no engine of this agent owns: engine directories that never served a spec (a crash
-        during the first apply), HAProxy processes whose engine directory is gone, and this instance's
+        during the first apply), HAProxy processes and UDP proxies whose engine directory is gone, and this instance's
         namespaces and veths of unknown engines. Each kind is listed before the known engines are read, so an
         engine being created right now (known before it has a directory, a process or a namespace) is never
         touched. Returns what was removed; each is logged, and what fails is logged and left for next time."""
@@ -152,7 +153,13 @@ class Agent:
                 self.remove(engine_id)
                 collected.append(f"engine directory {engine_id}")
         processes = haproxy_engines(self.engines_dir)
+        proxies = udp_proxy_engines(self.engines_dir)
         known = self._known() | set(self._engine_ids_on_disk())
+        for engine_id, pids in sorted(proxies.items()):
+            if engine_id not in known:
+                with _orphan_errors(f"udp proxy {engine_id}"):
+                    UdpProxy(self.engines_dir / engine_id).stop()
+                    collected.append(f"udp proxy {engine_id} (pids {pids})")
         for engine_id, pids in sorted(processes.items()):
             if engine_id not in known:
                 with _orphan_errors(f"haproxy {engine_id}"):
@@ -185,7 +192,7 @@ class Agent:
         for engine_id in sorted(engine_ids | set(self._engine_ids_on_disk())):
             try:
                 self.remove(engine_id)
-            except (NetworkError, HaproxyError, OSError, ValueError) as exc:
+            except (NetworkError, HaproxyError, UdpProxyError, OSError, ValueError) as exc:
                 log.error("shutdown: engine=%s not removed: %s", engine_id, exc)
                 errors.append(exc)
         try:
@@ -252,5 +259,5 @@ def _orphan_errors(what: str) -> Iterator[None]:
     """Orphans are collected again at the next pass: a failure is logged, and the rest is still collected."""
     try:
         yield
-    except (NetworkError, HaproxyError, OSError, ValueError) as exc:
+    except (NetworkError, HaproxyError, UdpProxyError, OSError, ValueError) as exc:
         log.error("orphan %s not collected (tried again at the next pass): %s", what, exc)

@@ -18,15 +18,22 @@ An ACTIVE_STANDBY engine (`spec.ha`) also runs keepalived (`quadriga.agent.keepa
 while this engine is MASTER: it is started or reloaded once HAProxy serves the spec, repaired by any apply
 (the controller's re-push), adopted or restarted by `recover`, and stopped before HAProxy by `remove`.
 
+UDP listeners are served by the engine's UDP proxy (`quadriga.agent.udp`), which runs next to HAProxy in the
+same namespace while the spec has UDP listeners: converged after HAProxy by every apply (a proxy that cannot
+serve the spec fails the apply and keeps its previous config), adopted or restarted by `recover`, stopped by
+`remove`. Its listener counters and member statuses join HAProxy's in the report.
+
 `spec.json` holds the spec the engine serves; it is written only once HAProxy serves it, so after a crash
 the agent knows what runs (`recover`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -36,6 +43,7 @@ from pydantic import ValidationError
 from quadriga.agent.haproxy import ConfigRejected, Haproxy, HaproxyError, write_atomic
 from quadriga.agent.keepalived import Keepalived, KeepalivedError
 from quadriga.agent.runtime import RuntimeApi, RuntimeApiError
+from quadriga.agent.udp import UdpProxy, UdpProxyError
 from quadriga.engine.render import (
     EMPTY_SERVER_STATE,
     RenderError,
@@ -49,6 +57,7 @@ from quadriga.engine.render import (
 )
 from quadriga.engine.report import EngineReport, ListenerReport
 from quadriga.engine.spec import EngineSpec, MemberSpec, PoolSpec
+from quadriga.engine.udp import udp_config
 from quadriga.network.drivers.base import NetworkDriver, NetworkError, Plugged
 
 log = logging.getLogger("quadriga.agent")
@@ -58,6 +67,7 @@ NEW_CONFIG = "haproxy.cfg.new"
 # A report is read for every heartbeat: a hung HAProxy must answer within this or count as not serving.
 STATS_TIMEOUT = 1.0
 # HAProxy's server statuses from the least to the most able to serve (the first word counts: "UP 1/3").
+UDP_RESTART_INTERVAL = 10.0
 STATUS_RANK = {"DOWN": 0, "MAINT": 1, "DRAIN": 2, "NOLB": 3, "no": 4, "UP": 5}
 
 RuntimeStep = Callable[[RuntimeApi], None]
@@ -93,6 +103,8 @@ class Engine:
         self.options = options or RenderOptions()
         self.haproxy = Haproxy(self.directory, binary=haproxy, command_prefix=network.command_prefix(engine_id))
         self.keepalived = Keepalived(self.directory, command_prefix=network.command_prefix(engine_id))
+        self.udp = UdpProxy(self.directory, command_prefix=network.command_prefix(engine_id))
+        self._udp_retry_at = 0.0  # when `report` may next try to start a dead UDP proxy again
         self.error: str | None = None  # why the last apply failed
         self.spec: EngineSpec | None = self._load_spec()  # what HAProxy serves
         self.plugged: Plugged | None = None  # where the network driver put it (known once plugged)
@@ -111,6 +123,7 @@ class Engine:
         running = self.haproxy.master_pid() is not None
         if running and spec == current:
             log.info("engine=%s revision=%s already served", self.engine_id, spec.revision)
+            self._converge_udp(spec)
             self._converge_vrrp(spec)
             self.error = None
             return self._report(spec)
@@ -130,6 +143,7 @@ class Engine:
         except NetworkError as exc:
             self.error = str(exc)
             raise
+        self._converge_udp(spec)
         self._save_spec(spec)
         self._converge_vrrp(spec)
         self.error = None
@@ -226,6 +240,18 @@ class Engine:
             except NetworkError as exc:
                 log.error("engine=%s cannot restore the network of the served revision: %s", self.engine_id, exc)
 
+    def _converge_udp(self, spec: EngineSpec) -> None:
+        """Run the UDP proxy with `spec`'s UDP listeners, or not at all. A proxy that cannot serve them fails the
+        apply (EngineRejected) and keeps serving its previous config."""
+        try:
+            done = self.udp.ensure(udp_config(spec))
+        except (UdpProxyError, ValueError) as exc:
+            self.error = f"UDP proxy: {exc}"
+            log.error("engine=%s revision=%s %s", self.engine_id, spec.revision, self.error)
+            raise EngineRejected(self.engine_id, self.error) from exc
+        if done != "unchanged":
+            log.info("engine=%s revision=%s udp proxy %s", self.engine_id, spec.revision, done)
+
     def _converge_vrrp(self, spec: EngineSpec) -> None:
         """Run keepalived as `spec` asks (ACTIVE_STANDBY), or not at all (SINGLE). HAProxy serves `spec` already;
         a keepalived that cannot run fails the apply (EngineRejected), since the engine cannot take the VIPs."""
@@ -248,8 +274,19 @@ class Engine:
     # --- reporting -------------------------------------------------------------------------------------
 
     def report(self) -> EngineReport | None:
-        """HAProxy's view of the engine; None when it never served a spec."""
-        return None if self.spec is None else self._report(self.spec)
+        """HAProxy's view of the engine; None when it never served a spec. A UDP proxy that died (while HAProxy
+        serves) is started again here, at most every UDP_RESTART_INTERVAL: reports are asked for every heartbeat,
+        and nothing else would notice, since the engine as a whole still serves."""
+        if self.spec is None:
+            return None
+        now = time.monotonic()
+        if now >= self._udp_retry_at and udp_config(self.spec) is not None and self.udp.pid() is None:
+            self._udp_retry_at = now + UDP_RESTART_INTERVAL
+            if self.haproxy.master_pid() is not None:
+                log.warning("engine=%s udp proxy is not running: starting it", self.engine_id)
+                with contextlib.suppress(EngineRejected):
+                    self._converge_udp(self.spec)
+        return self._report(self.spec)
 
     def _report(self, spec: EngineSpec) -> EngineReport:
         report = EngineReport(
@@ -269,6 +306,9 @@ class Engine:
             log.warning("engine=%s no stats: %s", self.engine_id, exc)
             return report
         listeners, members = stats_by_object(rows)
+        if udp_config(spec) is not None and (status := self.udp.status(timeout=STATS_TIMEOUT)) is not None:
+            listeners.update({lid: ListenerReport(**li) for lid, li in status["listeners"].items()})
+            members.update(status["members"])
         return report.model_copy(update={"running": True, "listeners": listeners, "members": members})
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -279,6 +319,7 @@ class Engine:
         if self.haproxy.adopt():
             if self.spec is not None:
                 self.plugged = self._plug(self.spec)  # repairs lost plumbing; tells the address
+                self._converge_udp(self.spec)  # adopts a running UDP proxy, restarts a dead one
                 self._converge_vrrp(self.spec)  # adopts a running keepalived, restarts a dead one
             return "adopted"
         if self.spec is None:
@@ -294,6 +335,10 @@ class Engine:
         try:
             self.keepalived.stop()
         except KeepalivedError as exc:  # only a process stuck in the kernel survives SIGKILL: go on
+            log.error("engine=%s %s", self.engine_id, exc)
+        try:
+            self.udp.stop()
+        except UdpProxyError as exc:
             log.error("engine=%s %s", self.engine_id, exc)
         self.haproxy.stop()
         self.network.unplug(self.engine_id)

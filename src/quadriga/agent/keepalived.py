@@ -72,7 +72,7 @@ class Keepalived:
 
     def pid(self) -> int | None:
         """The parent keepalived's pid, if the pid file names a live keepalived of this directory."""
-        return _read_pid(self.paths.pid_file, self._is_ours)
+        return read_pid(self.paths.pid_file, self._is_ours)
 
     def state(self) -> str | None:
         """The VRRP state keepalived last reported (MASTER, BACKUP, FAULT), None when it does not run."""
@@ -98,7 +98,7 @@ class Keepalived:
                 raise KeepalivedError(f"cannot run keepalived: {exc}") from exc
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            pid, child = self.pid(), _read_pid(self.paths.vrrp_pid_file, self._is_ours)
+            pid, child = self.pid(), read_pid(self.paths.vrrp_pid_file, self._is_ours)
             if pid is not None and child is not None:
                 log.info("started keepalived pid=%s vrrp=%s dir=%s", pid, child, self.directory)
                 return pid
@@ -109,7 +109,7 @@ class Keepalived:
     def stop(self) -> None:
         """SIGTERM (keepalived then hands the VIPs over at once: it advertises priority 0), SIGKILL after
         STOP_TIMEOUT; then remove its pid and state files. Idempotent."""
-        pids = [p for p in (self.pid(), _read_pid(self.paths.vrrp_pid_file, self._is_ours)) if p is not None]
+        pids = [p for p in (self.pid(), read_pid(self.paths.vrrp_pid_file, self._is_ours)) if p is not None]
         pids += [p for p in self._processes() if p not in pids]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:
@@ -153,28 +153,44 @@ class Keepalived:
             log.warning("cannot clear stale VIPs of %s: %s", self.directory, exc)
 
     def _processes(self) -> list[int]:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit() and self._is_ours(int(name))]
+        return pids_where(self._is_ours)
 
     def _is_ours(self, pid: int) -> bool:
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        if _state(pid) in ("Z", "X", ""):
-            return False
-        argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-        if not argv or Path(argv[0]).name != "keepalived":
-            return False
-        return any(a == "-f" and b == str(self.paths.config) for a, b in zip(argv, argv[1:], strict=False))
+        argv = live_argv(pid)
+        return bool(argv) and Path(argv[0]).name == "keepalived" and has_option(argv, "-f", str(self.paths.config))
 
     def _log_tail(self) -> str:
-        try:
-            return self.paths.log_file.read_text(errors="replace")[-LOG_TAIL:].strip() or "no output"
-        except OSError:
-            return "no output"
+        return log_tail(self.paths.log_file)
 
 
-def _state(pid: int) -> str:
+def live_argv(pid: int) -> list[str]:
+    """The command line of process `pid`; empty when it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    if process_state(pid) in ("Z", "X", ""):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def has_option(argv: list[str], option: str, value: str) -> bool:
+    return any(a == option and b == value for a, b in zip(argv, argv[1:], strict=False))
+
+
+def pids_where(is_ours: Callable[[int], bool]) -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and is_ours(int(name))]
+
+
+def log_tail(path: Path) -> str:
+    """The end of a process's log, quoted in an error."""
+    try:
+        return path.read_text(errors="replace")[-LOG_TAIL:].strip() or "no output"
+    except OSError:
+        return "no output"
+
+
+def process_state(pid: int) -> str:
     """The process's state letter (R, S, T, Z, ...), "" when it is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -183,10 +199,10 @@ def _state(pid: int) -> str:
 
 
 def _stopped(pid: int) -> bool:
-    return _state(pid) in ("T", "t")
+    return process_state(pid) in ("T", "t")
 
 
-def _read_pid(path: Path, is_ours: Callable[[int], bool]) -> int | None:
+def read_pid(path: Path, is_ours: Callable[[int], bool]) -> int | None:
     try:
         text = path.read_text().strip()
     except OSError:

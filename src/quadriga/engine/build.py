@@ -32,10 +32,10 @@ class UnsupportedFeature(ValueError):
     """The load balancer uses something the HAProxy engine does not implement (yet)."""
 
 
-_LATER = {
-    "UDP": "is not supported by the HAProxy engine yet",
-    "SCTP": "is not supported by the HAProxy engine yet",
-}
+# Why SCTP cannot be served: the engine's kernel refuses SCTP sockets (no sctp module), so neither HAProxy nor
+# the UDP proxy's kind of user-space balancer can carry it.
+SCTP_REFUSED = "is not supported: this host's kernel has no SCTP sockets (EPROTONOSUPPORT)"
+_LATER = {"SCTP": SCTP_REFUSED}
 
 
 def spec_from_loadbalancer(lb: m.LoadBalancer, tls: TLSMaterial | None = None) -> s.EngineSpec:
@@ -234,7 +234,12 @@ def _pool(pool: m.Pool, files: _Files) -> s.PoolSpec:
     persistence = None
     if pool.session_persistence and pool.session_persistence.get("type"):
         sp = pool.session_persistence
-        persistence = s.SessionPersistenceSpec(type=sp["type"], cookie_name=sp.get("cookie_name") or None)
+        persistence = s.SessionPersistenceSpec(
+            type=sp["type"],
+            cookie_name=sp.get("cookie_name") or None,
+            persistence_timeout=sp.get("persistence_timeout"),
+            persistence_granularity=sp.get("persistence_granularity") or None,
+        )
     monitor = pool.health_monitor if pool.health_monitor is not None and _alive(pool.health_monitor) else None
     return s.PoolSpec(
         id=pool.id,
@@ -250,7 +255,7 @@ def _pool(pool: m.Pool, files: _Files) -> s.PoolSpec:
 
 def _monitor(hm: m.HealthMonitor) -> s.HealthMonitorSpec:
     if hm.type not in s.SUPPORTED_MONITOR_TYPES:
-        raise UnsupportedFeature(f"Health monitor {hm.id}: type {hm.type} is not supported by the HAProxy engine.")
+        raise UnsupportedFeature(f"Health monitor {hm.id}: type {hm.type} is not supported by the engine.")
     return s.HealthMonitorSpec(
         type=hm.type,
         delay=hm.delay,

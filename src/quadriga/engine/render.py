@@ -264,7 +264,15 @@ def _listener_pools(listener: ListenerSpec, spec: EngineSpec) -> list[str]:
 
 def backends_of_pool(spec: EngineSpec, pool_id: str) -> list[str]:
     """The names of the HAProxy backends that carry `pool_id` (one per listener that reaches it)."""
+    spec = haproxy_part(spec)
     return [backend_name(pool_id, li.id) for li in spec.listeners if pool_id in _listener_pools(li, spec)]
+
+
+def haproxy_part(spec: EngineSpec) -> EngineSpec:
+    """What HAProxy serves of `spec`: UDP listeners (and so the pools only they reach) are the UDP proxy's
+    (`quadriga.engine.udp`)."""
+    listeners = tuple(li for li in spec.listeners if li.protocol != "UDP")
+    return spec if len(listeners) == len(spec.listeners) else spec.model_copy(update={"listeners": listeners})
 
 
 # --- servers ---------------------------------------------------------------------------------------
@@ -604,7 +612,7 @@ def render(spec: EngineSpec, paths: EnginePaths, options: RenderOptions | None =
         options = RenderOptions()
     if options.nbthread < 1:
         raise RenderError("nbthread must be at least 1")
-    return JINJA.get_template("haproxy.cfg.j2").render(_view(spec, paths, options))
+    return JINJA.get_template("haproxy.cfg.j2").render(_view(haproxy_part(spec), paths, options))
 
 
 # --- support files ---------------------------------------------------------------------------------
@@ -619,6 +627,7 @@ class SupportFile:
 
 def support_files(spec: EngineSpec, paths: EnginePaths) -> dict[Path, SupportFile]:
     """Files the rendered config refers to, by absolute path."""
+    spec = haproxy_part(spec)
     files = {paths.server_state_file: SupportFile(EMPTY_SERVER_STATE, overwrite=False)}
     if _uses_ping(spec):
         files[ping_check_path(spec, paths)] = SupportFile(_ping_script(spec), mode=0o700)

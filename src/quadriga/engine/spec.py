@@ -11,8 +11,9 @@ point at objects in the same spec, protocol pairs HAProxy accepts), so that `ren
 config from any spec that validates. Rendering still quotes every free-text value itself.
 
 TLS material travels in the spec itself (`EngineSpec.certificates`: PEM files by content digest), so the
-agent needs no access to the key manager. Not here yet: UDP/SCTP; `quadriga.engine.build` refuses those
-with `UnsupportedFeature`."""
+agent needs no access to the key manager. UDP listeners and pools are served by the engine's UDP proxy
+(`quadriga.udp`, configured by `quadriga.engine.udp`), not by HAProxy. Not here: SCTP (this kernel has no
+SCTP sockets); `quadriga.engine.build` refuses it with `UnsupportedFeature`."""
 
 from __future__ import annotations
 
@@ -84,11 +85,13 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Timeout = Annotated[int, Field(ge=0, le=c.MAX_TIMEOUT)]
 Retries = Annotated[int, Field(ge=1, le=10)]
 
-ListenerProtocol = Literal["HTTP", "HTTPS", "TCP", "PROMETHEUS", "TERMINATED_HTTPS"]
-PoolProtocol = Literal["HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2"]
+ListenerProtocol = Literal["HTTP", "HTTPS", "TCP", "PROMETHEUS", "TERMINATED_HTTPS", "UDP"]
+PoolProtocol = Literal["HTTP", "HTTPS", "TCP", "PROXY", "PROXYV2", "UDP"]
 Algorithm = Literal["ROUND_ROBIN", "LEAST_CONNECTIONS", "SOURCE_IP", "SOURCE_IP_PORT"]
 PersistenceType = Literal["SOURCE_IP", "HTTP_COOKIE", "APP_COOKIE"]
-MonitorType = Literal["HTTP", "HTTPS", "TCP", "PING", "TLS-HELLO"]
+MonitorType = Literal["HTTP", "HTTPS", "TCP", "PING", "TLS-HELLO", "UDP-CONNECT"]
+# What checks a UDP pool's members (Octavia's list for UDP pools); UDP-CONNECT checks nothing else.
+UDP_MONITOR_TYPES = frozenset({"UDP-CONNECT", "HTTP", "TCP", "PING"})
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"]
 PolicyAction = Literal["REJECT", "REDIRECT_TO_URL", "REDIRECT_TO_POOL", "REDIRECT_PREFIX"]
 RuleType = Literal[
@@ -271,6 +274,9 @@ class ListenerSpec(_Spec):
 class SessionPersistenceSpec(_Spec):
     type: PersistenceType
     cookie_name: CookieName | None = None
+    # UDP pools only (Octavia's): how long a client stays with its member, and the netmask that groups clients.
+    persistence_timeout: Annotated[int, Field(ge=0, le=c.MAX_INT32)] | None = None  # seconds
+    persistence_granularity: IPAddress | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SessionPersistenceSpec:
@@ -327,6 +333,16 @@ class PoolSpec(_Spec):
     @model_validator(mode="after")
     def _check(self) -> PoolSpec:
         _unique([m.id for m in self.members], f"pool {self.id}: member")
+        hm, sp = self.health_monitor, self.session_persistence
+        if self.protocol == "UDP":
+            if self.tls is not None:
+                raise ValueError(f"pool {self.id}: a UDP pool has no TLS")
+            if sp is not None and sp.type != "SOURCE_IP":
+                raise ValueError(f"pool {self.id}: a UDP pool persists sessions by SOURCE_IP only")
+            if hm is not None and hm.type not in UDP_MONITOR_TYPES:
+                raise ValueError(f"pool {self.id}: a UDP pool cannot have a {hm.type} health monitor")
+        elif hm is not None and hm.type == "UDP-CONNECT":
+            raise ValueError(f"pool {self.id}: UDP-CONNECT health monitors are for UDP pools")
         return self
 
 
@@ -397,7 +413,7 @@ class EngineSpec(_Spec):
                     raise ValueError(f"VIP {vip} is on none of the spec's subnets")
         _unique([li.id for li in self.listeners], "listener")
         _unique([p.id for p in self.pools], "pool")
-        ports = [li.protocol_port for li in self.listeners]
+        ports = [(c.L4_PROTOCOL[li.protocol], li.protocol_port) for li in self.listeners]
         if len(set(ports)) != len(ports):
             raise ValueError(f"two listeners share a port: {sorted(ports)}")
         if self.listeners and not self.vips:

@@ -197,10 +197,11 @@ class EngineProvider(ProviderDriver):
     def pool_update(self, old: dict[str, Any], pool: m.Pool) -> None:
         self._check_pool(pool)
 
-    # What the HAProxy engine cannot carry (UDP and SCTP listeners and pools; their health monitor types are
-    # refused for other pools already) is refused now, with Octavia's answer for an option a
-    # provider does not support (501), not accepted and then failed at the apply: the load balancer would go to
-    # ERROR, and stay unable to take any other change while the object is in its tree.
+    # What the engine cannot carry (SCTP listeners and pools: this host's kernel has no SCTP sockets, so neither
+    # HAProxy nor a user-space proxy can serve them; their health monitor type is refused for other pools already)
+    # is refused now, with Octavia's answer for an option a provider does not support (501), not accepted and then
+    # failed at the apply: the load balancer would go to ERROR, and stay unable to take any other change while
+    # the object is in its tree. UDP is served by the engine's UDP proxy.
     def _check_listener(self, listener: m.Listener) -> None:
         if listener.protocol not in SUPPORTED_LISTENER_PROTOCOLS:
             self._unsupported(f"listener protocol {listener.protocol}")
@@ -213,8 +214,8 @@ class EngineProvider(ProviderDriver):
 
     def _unsupported(self, what: str) -> None:
         raise UnsupportedOption(
-            f"Provider '{self.name}' does not support a requested option: {what} (the HAProxy engine does not "
-            "implement it)"
+            f"Provider '{self.name}' does not support a requested option: {what} (the engine's kernel has no SCTP "
+            "sockets, so it cannot carry SCTP)"
         )
 
     def _check_tls_options(self, obj: m.Listener | m.Pool) -> None:

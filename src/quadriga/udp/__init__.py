@@ -1,0 +1,1 @@
+"""An engine's user-space UDP load balancer (see `quadriga.udp.proxy`)."""
