@@ -14,7 +14,9 @@ import pytest
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.engine import EngineRejected
+from quadriga.agent.udp import UdpProxy
 from quadriga.engine import spec as s
+from quadriga.engine.udp import UdpConfig, UdpListener, UdpMember, UdpPool
 from tests.agent.helpers import new_vip, wait_for
 from tests.support.dataplane import haproxy_pids, udp_proxy_pids
 from tests.support.udp import UdpClient, UdpEcho, spread, udp_answers
@@ -273,3 +275,32 @@ def test_udp_and_tcp_listeners_share_a_port_and_the_proxy_follows_the_spec(
     assert udp_proxy_pids(directory) == [] and answers(vip, 2) == ["b0", "b0"]
     agent.remove(ENGINE)
     assert udp_proxy_pids(state_dir) == [] and haproxy_pids(state_dir) == []
+
+
+def test_flows_stop_short_of_the_file_descriptor_limit(state_dir: Path, echoes) -> None:
+    """Every flow holds a socket: a proxy out of file descriptors could no longer answer its status socket nor
+    run its health checks. New flows beyond what its descriptor limit allows are dropped instead; the flows it
+    has keep going and it keeps answering."""
+    (a,) = echoes(1)
+    vip = new_vip()
+    member = UdpMember(id="u0", address="127.0.0.1", port=a.port, check_address="127.0.0.1", check_port=a.port)
+    config = UdpConfig(
+        revision=1,
+        listeners=(UdpListener(id="udp", vips=(vip,), port=PORT, pool_id="pool"),),
+        pools=(UdpPool(id="pool", algorithm="ROUND_ROBIN", members=(member,)),),
+    )
+    directory = state_dir / "fd-limit"
+    directory.mkdir()
+    proxy = UdpProxy(directory, command_prefix=["prlimit", "--nofile=80:80"])
+    clients = [UdpClient(vip, PORT) for _ in range(90)]
+    try:
+        assert proxy.ensure(config) == "started"
+        answers = [c.ask(timeout=1.0 if i == 0 else 0.1) for i, c in enumerate(clients)]
+        status = proxy.status()
+        assert status is not None and 0 < status["listeners"]["udp"]["active_connections"] < 80
+        assert answers[0] == "u0" and answers[-1] is None, spread(answers)
+        assert clients[0].ask() == "u0"
+    finally:
+        for c in clients:
+            c.close()
+        proxy.stop()

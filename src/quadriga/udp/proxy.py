@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -42,6 +43,9 @@ SWEEP_INTERVAL = 0.5
 MAX_DATAGRAM = 65535
 READ_BURST = 64  # datagrams read per wake-up of one socket, so one busy socket does not starve the others
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+# File descriptors kept out of the flows' reach: VIP sockets, health checks (and `ping`'s pipes), status
+# connections, the event loop's own. A flow holds one (its socket to the member).
+FD_RESERVE = 64
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Proxy:
         self.listeners: dict[str, Listener] = {}
         self.pools: dict[str, Pool] = {}
         self.checks: list[asyncio.Task[None]] = []
+        self.max_flows = max(0, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE)  # over all listeners
 
     # --- config ------------------------------------------------------------------------------------------
 
@@ -212,6 +217,8 @@ class Proxy:
         limit = listener.config.max_flows
         if limit is not None and len(listener.flows) >= limit:
             return None
+        if sum(len(li.flows) for li in self.listeners.values()) >= self.max_flows:
+            return None  # out of file descriptors soon: its status socket and health checks need some
         if not listener.allows(client[0]):
             return None
         pool = self.pools.get(listener.config.pool_id or "")
@@ -219,7 +226,11 @@ class Proxy:
         if member is None:
             return None
         family = socket.AF_INET6 if ":" in member.config.address else socket.AF_INET
-        upstream = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            upstream = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:  # EMFILE/ENFILE/ENOBUFS: this datagram is dropped, the loop goes on
+            log.warning("event=flow_failed listener=%s error=%s", listener.config.id, exc)
+            return None
         try:
             upstream.setblocking(False)
             upstream.connect((member.config.address, member.config.port))
@@ -356,6 +367,9 @@ def _bind(vip: str, port: int) -> socket.socket:
 async def serve(config_path: Path, status_path: Path, pid_file: Path) -> None:
     """Run the proxy until SIGTERM/SIGINT; SIGHUP reloads. The pid file is written once the first config
     serves (the agent waits for it)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # flows take one each: as many as allowed
     proxy = Proxy(config_path)
     proxy.load()  # a first config that cannot serve ends the process (ConfigError)
     status_path.unlink(missing_ok=True)
