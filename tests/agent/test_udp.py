@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,18 @@ def test_flows_stop_short_of_the_file_descriptor_limit(state_dir: Path, echoes) 
         for c in clients:
             c.close()
         proxy.stop()
+
+
+def test_a_udp_proxy_that_cannot_start_fails_the_apply_at_once(agent: Agent, echoes) -> None:
+    """A first config the proxy cannot serve ends it at once: the apply (and a report, which starts a dead proxy
+    again) must not wait out the start timeout, which would stall the agent's heartbeats."""
+    vip, (a,) = new_vip(), echoes(1)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind((vip, PORT))
+    try:
+        started = time.monotonic()
+        with pytest.raises(EngineRejected, match="cannot bind UDP"):
+            agent.apply(ENGINE, udp_spec(vip, [udp_member(a)]))
+        assert time.monotonic() - started < 5
+    finally:
+        blocker.close()
