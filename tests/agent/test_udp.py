@@ -320,3 +320,17 @@ def test_a_udp_proxy_that_cannot_start_fails_the_apply_at_once(agent: Agent, ech
         assert time.monotonic() - started < 5
     finally:
         blocker.close()
+
+
+def test_a_live_flow_keeps_its_clients_persistence(agent: Agent, echoes) -> None:
+    """As IPVS keeps a persistence template while connections use it: a client whose flow is still busy after
+    persistence_timeout still has its new flows sent to that flow's member."""
+    vip, pool = new_vip(), echoes(3)
+    persistence = s.SessionPersistenceSpec(type="SOURCE_IP", persistence_timeout=1)
+    agent.apply(ENGINE, udp_spec(vip, [udp_member(e) for e in pool], session_persistence=persistence))
+    with UdpClient(vip, PORT) as busy:
+        mine = busy.ask()
+        for _ in range(6):  # 2.4 s of traffic on this flow, past the 1 s of persistence
+            time.sleep(0.4)
+            assert busy.ask() == mine
+        assert udp_answers(vip, PORT, 3) == [mine] * 3

@@ -56,6 +56,7 @@ class Flow:
     member: Member
     upstream: socket.socket
     last: float
+    key: str | None = None  # the client's session persistence key in its pool (None: no persistence)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.upstream.fileno())
@@ -186,6 +187,7 @@ class Proxy:
                     continue
                 flow.member.flows -= 1
                 flow.listener, flow.member = new, member
+                flow.key = pools[new.config.pool_id or ""].persistence_key(flow.client[0])
                 member.flows += 1
                 new.flows[key] = flow
             if new is not None:
@@ -223,7 +225,7 @@ class Proxy:
             return None
         pool = self.pools.get(listener.config.pool_id or "")
         member = pool.choose(client, time.monotonic()) if pool is not None else None
-        if member is None:
+        if pool is None or member is None:
             return None
         family = socket.AF_INET6 if ":" in member.config.address else socket.AF_INET
         try:
@@ -238,7 +240,7 @@ class Proxy:
             upstream.close()
             log.warning("event=flow_failed listener=%s member=%s error=%s", listener.config.id, member.config.id, exc)
             return None
-        flow = Flow(listener, sock, client, member, upstream, time.monotonic())
+        flow = Flow(listener, sock, client, member, upstream, time.monotonic(), pool.persistence_key(client[0]))
         member.flows += 1
         listener.flows[(vip, client)] = flow
         listener.total_flows += 1
@@ -259,13 +261,17 @@ class Proxy:
                 flow.vip.sendto(data, flow.client)
 
     def sweep(self) -> None:
-        """End idle flows and flows whose member stopped serving; forget expired persistence entries."""
+        """End idle flows and flows whose member stopped serving; forget persistence entries that expired with
+        no flow left to keep them."""
         now = time.monotonic()
         for li in self.listeners.values():
+            pool = self.pools.get(li.config.pool_id or "")
             for key, flow in list(li.flows.items()):
                 if now - flow.last > li.config.idle_timeout_s or not flow.member.serving:
                     del li.flows[key]
                     flow.close(self.loop)
+                elif flow.key is not None and pool is not None:
+                    pool.keep(flow.key, flow.member.config.id, flow.last)
         for pool in self.pools.values():
             pool.expire(now)
 
