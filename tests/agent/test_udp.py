@@ -334,3 +334,31 @@ def test_a_live_flow_keeps_its_clients_persistence(agent: Agent, echoes) -> None
             time.sleep(0.4)
             assert busy.ask() == mine
         assert udp_answers(vip, PORT, 3) == [mine] * 3
+
+
+def test_a_udp_failure_after_haproxy_changed_does_not_skew_the_next_apply(agent: Agent, echoes, backends) -> None:
+    """HAProxy takes an apply before the UDP proxy: when the UDP proxy then refuses it, HAProxy runs that spec
+    while the engine still reports the previous one, so the next apply must not be worked out at runtime from the
+    previous one (a member disabled by the refused apply would stay disabled)."""
+    from tests.agent.helpers import answers, member
+
+    vip, (a,), (web,) = new_vip(), echoes(1), backends(1)
+
+    def spec(revision: int, udp_port: int, web_up: bool) -> s.EngineSpec:
+        udp = udp_spec(vip, [udp_member(a)], revision=revision, listener={"protocol_port": udp_port})
+        pool = s.PoolSpec(
+            id="web", protocol="HTTP", lb_algorithm="ROUND_ROBIN", members=(member(web, admin_state_up=web_up),)
+        )
+        http = s.ListenerSpec(id="http", protocol="HTTP", protocol_port=8080, default_pool_id="web")
+        return udp.model_copy(update={"listeners": (*udp.listeners, http), "pools": (*udp.pools, pool)})
+
+    agent.apply(ENGINE, spec(1, PORT, True))
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind((vip, PORT + 1))
+    try:
+        with pytest.raises(EngineRejected, match="cannot bind UDP"):
+            agent.apply(ENGINE, spec(2, PORT + 1, False))
+    finally:
+        blocker.close()
+    report = agent.apply(ENGINE, spec(3, PORT, True))  # back to revision 1's content
+    assert report.members["web"] == {"b0": "no check"} and answers(vip, 2) == ["b0", "b0"]
