@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 
 from quadriga.agent.agent import Agent
 from quadriga.agent.engine import EngineRejected
+from quadriga.agent.udp import UdpProxy
 from quadriga.engine import spec as s
+from quadriga.engine.udp import UdpConfig, UdpListener, UdpMember, UdpPool
 from tests.agent.helpers import new_vip, wait_for
 from tests.support.dataplane import haproxy_pids, udp_proxy_pids
 from tests.support.udp import UdpClient, UdpEcho, spread, udp_answers
@@ -273,3 +276,89 @@ def test_udp_and_tcp_listeners_share_a_port_and_the_proxy_follows_the_spec(
     assert udp_proxy_pids(directory) == [] and answers(vip, 2) == ["b0", "b0"]
     agent.remove(ENGINE)
     assert udp_proxy_pids(state_dir) == [] and haproxy_pids(state_dir) == []
+
+
+def test_flows_stop_short_of_the_file_descriptor_limit(state_dir: Path, echoes) -> None:
+    """Every flow holds a socket: a proxy out of file descriptors could no longer answer its status socket nor
+    run its health checks. New flows beyond what its descriptor limit allows are dropped instead; the flows it
+    has keep going and it keeps answering."""
+    (a,) = echoes(1)
+    vip = new_vip()
+    member = UdpMember(id="u0", address="127.0.0.1", port=a.port, check_address="127.0.0.1", check_port=a.port)
+    config = UdpConfig(
+        revision=1,
+        listeners=(UdpListener(id="udp", vips=(vip,), port=PORT, pool_id="pool"),),
+        pools=(UdpPool(id="pool", algorithm="ROUND_ROBIN", members=(member,)),),
+    )
+    directory = state_dir / "fd-limit"
+    directory.mkdir()
+    proxy = UdpProxy(directory, command_prefix=["prlimit", "--nofile=80:80"])
+    clients = [UdpClient(vip, PORT) for _ in range(90)]
+    try:
+        assert proxy.ensure(config) == "started"
+        answers = [c.ask(timeout=1.0 if i == 0 else 0.1) for i, c in enumerate(clients)]
+        status = proxy.status()
+        assert status is not None and 0 < status["listeners"]["udp"]["active_connections"] < 80
+        assert answers[0] == "u0" and answers[-1] is None, spread(answers)
+        assert clients[0].ask() == "u0"
+    finally:
+        for c in clients:
+            c.close()
+        proxy.stop()
+
+
+def test_a_udp_proxy_that_cannot_start_fails_the_apply_at_once(agent: Agent, echoes) -> None:
+    """A first config the proxy cannot serve ends it at once: the apply (and a report, which starts a dead proxy
+    again) must not wait out the start timeout, which would stall the agent's heartbeats."""
+    vip, (a,) = new_vip(), echoes(1)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind((vip, PORT))
+    try:
+        started = time.monotonic()
+        with pytest.raises(EngineRejected, match="cannot bind UDP"):
+            agent.apply(ENGINE, udp_spec(vip, [udp_member(a)]))
+        assert time.monotonic() - started < 5
+    finally:
+        blocker.close()
+
+
+def test_a_live_flow_keeps_its_clients_persistence(agent: Agent, echoes) -> None:
+    """As IPVS keeps a persistence template while connections use it: a client whose flow is still busy after
+    persistence_timeout still has its new flows sent to that flow's member."""
+    vip, pool = new_vip(), echoes(3)
+    persistence = s.SessionPersistenceSpec(type="SOURCE_IP", persistence_timeout=1)
+    agent.apply(ENGINE, udp_spec(vip, [udp_member(e) for e in pool], session_persistence=persistence))
+    with UdpClient(vip, PORT) as busy:
+        mine = busy.ask()
+        for _ in range(6):  # 2.4 s of traffic on this flow, past the 1 s of persistence
+            time.sleep(0.4)
+            assert busy.ask() == mine
+        assert udp_answers(vip, PORT, 3) == [mine] * 3
+
+
+def test_a_udp_failure_after_haproxy_changed_does_not_skew_the_next_apply(agent: Agent, echoes, backends) -> None:
+    """HAProxy takes an apply before the UDP proxy: when the UDP proxy then refuses it, HAProxy runs that spec
+    while the engine still reports the previous one, so the next apply must not be worked out at runtime from the
+    previous one (a member disabled by the refused apply would stay disabled)."""
+    from tests.agent.helpers import answers, member
+
+    vip, (a,), (web,) = new_vip(), echoes(1), backends(1)
+
+    def spec(revision: int, udp_port: int, web_up: bool) -> s.EngineSpec:
+        udp = udp_spec(vip, [udp_member(a)], revision=revision, listener={"protocol_port": udp_port})
+        pool = s.PoolSpec(
+            id="web", protocol="HTTP", lb_algorithm="ROUND_ROBIN", members=(member(web, admin_state_up=web_up),)
+        )
+        http = s.ListenerSpec(id="http", protocol="HTTP", protocol_port=8080, default_pool_id="web")
+        return udp.model_copy(update={"listeners": (*udp.listeners, http), "pools": (*udp.pools, pool)})
+
+    agent.apply(ENGINE, spec(1, PORT, True))
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind((vip, PORT + 1))
+    try:
+        with pytest.raises(EngineRejected, match="cannot bind UDP"):
+            agent.apply(ENGINE, spec(2, PORT + 1, False))
+    finally:
+        blocker.close()
+    report = agent.apply(ENGINE, spec(3, PORT, True))  # back to revision 1's content
+    assert report.members["web"] == {"b0": "no check"} and answers(vip, 2) == ["b0", "b0"]

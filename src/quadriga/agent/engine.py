@@ -105,6 +105,9 @@ class Engine:
         self.keepalived = Keepalived(self.directory, command_prefix=network.command_prefix(engine_id))
         self.udp = UdpProxy(self.directory, command_prefix=network.command_prefix(engine_id))
         self._udp_retry_at = 0.0  # when `report` may next try to start a dead UDP proxy again
+        # HAProxy took a spec that was not saved (the UDP proxy refused it after): it runs something else than
+        # `self.spec`, so the next apply reloads it rather than working out runtime API calls from `self.spec`.
+        self._haproxy_ahead = False
         self.error: str | None = None  # why the last apply failed
         self.spec: EngineSpec | None = self._load_spec()  # what HAProxy serves
         self.plugged: Plugged | None = None  # where the network driver put it (known once plugged)
@@ -121,7 +124,7 @@ class Engine:
                 f"engine {self.engine_id}: revision {spec.revision} is older than the served {current.revision}"
             )
         running = self.haproxy.master_pid() is not None
-        if running and spec == current:
+        if running and spec == current and not self._haproxy_ahead:
             log.info("engine=%s revision=%s already served", self.engine_id, spec.revision)
             self._converge_udp(spec)
             self._converge_vrrp(spec)
@@ -131,7 +134,7 @@ class Engine:
             log.warning("engine=%s revision=%s changed content under the same revision", self.engine_id, spec.revision)
         try:
             self._stage(spec)
-            if running and current is not None and self._apply_at_runtime(current, spec):
+            if running and current is not None and not self._haproxy_ahead and self._apply_at_runtime(current, spec):
                 os.replace(self.directory / NEW_CONFIG, self.haproxy.config)
                 how = "runtime API"
             else:
@@ -143,8 +146,10 @@ class Engine:
         except NetworkError as exc:
             self.error = str(exc)
             raise
+        self._haproxy_ahead = True
         self._converge_udp(spec)
         self._save_spec(spec)
+        self._haproxy_ahead = False
         self._converge_vrrp(spec)
         self.error = None
         log.info("engine=%s revision=%s applied by %s", self.engine_id, spec.revision, how)

@@ -103,6 +103,7 @@ class UdpProxy:
 
     def start(self, digest: str) -> int:
         self.pid_file.unlink(missing_ok=True)
+        logged = self.log_file.stat().st_size if self.log_file.exists() else 0
         argv = ["setsid", "-f", *self.command_prefix, sys.executable, "-m", "quadriga.udp"]
         argv += ["--config", str(self.config), "--socket", str(self.socket), "--pid-file", str(self.pid_file)]
         with open(self.log_file, "ab") as out:
@@ -113,7 +114,7 @@ class UdpProxy:
             except (OSError, subprocess.SubprocessError) as exc:
                 raise UdpProxyError(f"cannot run the UDP proxy: {exc}") from exc
         try:
-            self._wait(lambda st: st.get("digest") == digest, "start")
+            self._wait(lambda st: st.get("digest") == digest, "start", exited_after=logged)
         except UdpProxyError:
             self.stop()
             raise
@@ -143,14 +144,26 @@ class UdpProxy:
         self.pid_file.unlink(missing_ok=True)
         self.socket.unlink(missing_ok=True)
 
-    def _wait(self, done: Any, what: str) -> dict[str, Any]:
+    def _wait(self, done: Any, what: str, exited_after: int | None = None) -> dict[str, Any]:
+        """The proxy's status once `done(status)`. `exited_after`: an offset in the log; a proxy that logs its
+        exit after it (a first config it cannot serve) fails the wait at once."""
         deadline = time.monotonic() + WAIT_TIMEOUT
         while time.monotonic() < deadline:
             status = self.status() if self.pid() is not None else None
             if status is not None and done(status):
                 return status
+            if exited_after is not None and b" event=exit " in self._log_since(exited_after):
+                raise UdpProxyError(f"the UDP proxy did not {what}: {self._log_tail()}")
             time.sleep(POLL_INTERVAL)
         raise UdpProxyError(f"the UDP proxy did not {what} within {WAIT_TIMEOUT:.0f} s: {self._log_tail()}")
+
+    def _log_since(self, offset: int) -> bytes:
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return b""
 
     def _processes(self) -> list[int]:
         return pids_where(self._is_ours)

@@ -99,9 +99,8 @@ class Pool:
         candidates = self.candidates()
         if not candidates:
             return None
-        key = None
-        if self.config.persistence_s is not None:
-            key = _client_key(client[0], self.config.persistence_prefix)
+        key = self.persistence_key(client[0])
+        if key is not None and self.config.persistence_s is not None:
             held = self.sticky.get(key)
             if held is not None and held[1] > now:
                 member = next((m for m in candidates if m.config.id == held[0]), None)
@@ -112,6 +111,22 @@ class Pool:
         if key is not None and self.config.persistence_s is not None:
             self.sticky[key] = (member.config.id, now + self.config.persistence_s)
         return member
+
+    def persistence_key(self, address: str) -> str | None:
+        """What persists together with `address` (None: this pool has no session persistence)."""
+        if self.config.persistence_s is None:
+            return None
+        return _client_key(address, self.config.persistence_prefix)
+
+    def keep(self, key: str, member_id: str, last: float) -> None:
+        """A live flow keeps its client's persistence, as IPVS keeps a template while connections use it: the
+        entry lasts `persistence_s` past the flow's last datagram (unless it already sends the client elsewhere)."""
+        if self.config.persistence_s is None:
+            return
+        held = self.sticky.get(key)
+        until = last + self.config.persistence_s
+        if held is None or (held[0] == member_id and held[1] < until):
+            self.sticky[key] = (member_id, until)
 
     def expire(self, now: float) -> None:
         self.sticky = {k: v for k, v in self.sticky.items() if v[1] > now}

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -42,6 +43,9 @@ SWEEP_INTERVAL = 0.5
 MAX_DATAGRAM = 65535
 READ_BURST = 64  # datagrams read per wake-up of one socket, so one busy socket does not starve the others
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+# File descriptors kept out of the flows' reach: VIP sockets, health checks (and `ping`'s pipes), status
+# connections, the event loop's own. A flow holds one (its socket to the member).
+FD_RESERVE = 64
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Flow:
     member: Member
     upstream: socket.socket
     last: float
+    key: str | None = None  # the client's session persistence key in its pool (None: no persistence)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.upstream.fileno())
@@ -99,6 +104,7 @@ class Proxy:
         self.listeners: dict[str, Listener] = {}
         self.pools: dict[str, Pool] = {}
         self.checks: list[asyncio.Task[None]] = []
+        self.max_flows = max(0, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE)  # over all listeners
 
     # --- config ------------------------------------------------------------------------------------------
 
@@ -181,6 +187,7 @@ class Proxy:
                     continue
                 flow.member.flows -= 1
                 flow.listener, flow.member = new, member
+                flow.key = pools[new.config.pool_id or ""].persistence_key(flow.client[0])
                 member.flows += 1
                 new.flows[key] = flow
             if new is not None:
@@ -212,14 +219,20 @@ class Proxy:
         limit = listener.config.max_flows
         if limit is not None and len(listener.flows) >= limit:
             return None
+        if sum(len(li.flows) for li in self.listeners.values()) >= self.max_flows:
+            return None  # out of file descriptors soon: its status socket and health checks need some
         if not listener.allows(client[0]):
             return None
         pool = self.pools.get(listener.config.pool_id or "")
         member = pool.choose(client, time.monotonic()) if pool is not None else None
-        if member is None:
+        if pool is None or member is None:
             return None
         family = socket.AF_INET6 if ":" in member.config.address else socket.AF_INET
-        upstream = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            upstream = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:  # EMFILE/ENFILE/ENOBUFS: this datagram is dropped, the loop goes on
+            log.warning("event=flow_failed listener=%s error=%s", listener.config.id, exc)
+            return None
         try:
             upstream.setblocking(False)
             upstream.connect((member.config.address, member.config.port))
@@ -227,7 +240,7 @@ class Proxy:
             upstream.close()
             log.warning("event=flow_failed listener=%s member=%s error=%s", listener.config.id, member.config.id, exc)
             return None
-        flow = Flow(listener, sock, client, member, upstream, time.monotonic())
+        flow = Flow(listener, sock, client, member, upstream, time.monotonic(), pool.persistence_key(client[0]))
         member.flows += 1
         listener.flows[(vip, client)] = flow
         listener.total_flows += 1
@@ -248,13 +261,17 @@ class Proxy:
                 flow.vip.sendto(data, flow.client)
 
     def sweep(self) -> None:
-        """End idle flows and flows whose member stopped serving; forget expired persistence entries."""
+        """End idle flows and flows whose member stopped serving; forget persistence entries that expired with
+        no flow left to keep them."""
         now = time.monotonic()
         for li in self.listeners.values():
+            pool = self.pools.get(li.config.pool_id or "")
             for key, flow in list(li.flows.items()):
                 if now - flow.last > li.config.idle_timeout_s or not flow.member.serving:
                     del li.flows[key]
                     flow.close(self.loop)
+                elif flow.key is not None and pool is not None:
+                    pool.keep(flow.key, flow.member.config.id, flow.last)
         for pool in self.pools.values():
             pool.expire(now)
 
@@ -356,6 +373,9 @@ def _bind(vip: str, port: int) -> socket.socket:
 async def serve(config_path: Path, status_path: Path, pid_file: Path) -> None:
     """Run the proxy until SIGTERM/SIGINT; SIGHUP reloads. The pid file is written once the first config
     serves (the agent waits for it)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # flows take one each: as many as allowed
     proxy = Proxy(config_path)
     proxy.load()  # a first config that cannot serve ends the process (ConfigError)
     status_path.unlink(missing_ok=True)
