@@ -290,21 +290,23 @@ def report(results: dict[str, Any]) -> str:
         f"### Latency, 1 client, sequential ({results['plan']['latency_count']} datagrams per side and round, "
         f"{len(results['latency'])} rounds; µs, median over rounds (min – max))",
         "",
-        "| path | p50 µs | p90 µs | p99 µs | max µs | lost | other cores |",
-        "|---|---|---|---|---|---|---|",
+        "| path | p50 µs | p90 µs | p99 µs | max µs | proxy CPU µs/datagram | lost | other cores |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rounds = results["latency"]
     for side in SIDES:
         lost = sum(r[side]["lost"] + r[side]["unfinished"] for r in rounds)
         lines.append(
             f"| {side} | {cell(rounds, side, 'p50_us')} | {cell(rounds, side, 'p90_us')} | "
-            f"{cell(rounds, side, 'p99_us')} | {cell(rounds, side, 'max_us')} | {lost} | "
+            f"{cell(rounds, side, 'p99_us')} | {cell(rounds, side, 'max_us')} | "
+            f"{cell(rounds, side, 'proxy_cpu_us_per_dgram', 1)} | {lost} | "
             f"{cell(rounds, side, 'other_cores', 2)} |"
         )
     lines += [
         "",
         f"quadriga ÷ nginx: p50 {ratio_cell(ratio(rounds, 'p50_us'))}, p90 {ratio_cell(ratio(rounds, 'p90_us'))}, "
-        f"p99 {ratio_cell(ratio(rounds, 'p99_us'))}",
+        f"p99 {ratio_cell(ratio(rounds, 'p99_us'))}, proxy CPU per datagram "
+        f"{ratio_cell(ratio(rounds, 'proxy_cpu_us_per_dgram'))}",
         "",
         f"### Throughput, N concurrent clients, {results['plan']['per_client']} datagrams each "
         "(closed loop; median over rounds (min – max))",
@@ -351,9 +353,9 @@ def report(results: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--latency-count", type=int, default=5000)
+    parser.add_argument("--latency-count", type=int, default=10000)
     parser.add_argument("--clients", default="1,8,64", help="concurrent clients of the throughput runs")
-    parser.add_argument("--per-client", type=int, default=1000, help="datagrams each throughput client sends")
+    parser.add_argument("--per-client", type=int, default=2000, help="datagrams each throughput client sends")
     parser.add_argument("--first-runs", type=int, default=5)
     parser.add_argument("--wait-quiet", type=float, default=0.0)
     parser.add_argument("--quick", action="store_true", help="1 round, 1000 latency datagrams, 200 per client")
