@@ -281,6 +281,16 @@ def ratio_cell(stats: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ report
+def side_rows(rounds: list[dict[str, Any]], prefix: str, keys: tuple[str, ...]) -> list[str]:
+    """One table row per path: `prefix`, the path, `keys`, the proxy's CPU per datagram, lost, other cores."""
+    rows = []
+    for side in SIDES:
+        lost = sum(r[side]["lost"] + r[side]["unfinished"] for r in rounds)
+        cells = [cell(rounds, side, key) for key in keys] + [cell(rounds, side, "proxy_cpu_us_per_dgram", 1)]
+        rows.append(f"{prefix}| {side} | {' | '.join(cells)} | {lost} | {cell(rounds, side, 'other_cores', 2)} |")
+    return rows
+
+
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -294,14 +304,7 @@ def report(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     rounds = results["latency"]
-    for side in SIDES:
-        lost = sum(r[side]["lost"] + r[side]["unfinished"] for r in rounds)
-        lines.append(
-            f"| {side} | {cell(rounds, side, 'p50_us')} | {cell(rounds, side, 'p90_us')} | "
-            f"{cell(rounds, side, 'p99_us')} | {cell(rounds, side, 'max_us')} | "
-            f"{cell(rounds, side, 'proxy_cpu_us_per_dgram', 1)} | {lost} | "
-            f"{cell(rounds, side, 'other_cores', 2)} |"
-        )
+    lines += side_rows(rounds, "", ("p50_us", "p90_us", "p99_us", "max_us"))
     lines += [
         "",
         f"quadriga ÷ nginx: p50 {ratio_cell(ratio(rounds, 'p50_us'))}, p90 {ratio_cell(ratio(rounds, 'p90_us'))}, "
@@ -315,13 +318,7 @@ def report(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for n, rounds in results["throughput"].items():
-        for side in SIDES:
-            lost = sum(r[side]["lost"] + r[side]["unfinished"] for r in rounds)
-            lines.append(
-                f"| {n} | {side} | {cell(rounds, side, 'rate')} | {cell(rounds, side, 'p50_us')} | "
-                f"{cell(rounds, side, 'p99_us')} | {cell(rounds, side, 'proxy_cpu_us_per_dgram', 1)} | {lost} | "
-                f"{cell(rounds, side, 'other_cores', 2)} |"
-            )
+        lines += side_rows(rounds, f"| {n} ", ("rate", "p50_us", "p99_us"))
     lines += [
         "",
         "| clients | datagrams/s quadriga ÷ nginx | p50 ÷ | p99 ÷ | proxy CPU/datagram ÷ |",
