@@ -547,6 +547,7 @@ class Bench:
         self.notes: list[str] = []
         self.lb_ids: list[str] = []
         self.db_pid: int | None = None
+        self.create_only = False  # stop after the POSTs (and the wait until all are ACTIVE)
         self._local = threading.local()
         self._open: list[Http] = []
         self._open_lock = threading.Lock()
@@ -664,6 +665,8 @@ class Bench:
         self.notes.append(activation_lag_note(lbs))
         if len(ids) != total:
             self.notes.append(f"GET all returned {len(ids)} LBs, expected {total}")
+        if self.create_only:
+            return
 
         def get_one(w: int, i: int, res: list[Result]) -> None:
             lb_id = random.choice(ids)
@@ -834,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100 LBs and small counts (smoke run, < 60 s)")
     ap.add_argument("--modes", default="new,keepalive", help="comma list of: new, keepalive")
     ap.add_argument("--time-limit", type=float, default=120.0, help="hard limit per scenario, seconds")
+    ap.add_argument("--create-only", action="store_true", help="only the POST scenarios (the 1,000 creates)")
     ap.add_argument(
         "--wait-quiet",
         type=float,
@@ -876,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"== {db} / {mode}: starting quadriga serve")
             with server_cls(database_url=url, extra_args=["--provider-delay", "0"]) as server:
                 bench = Bench(server, mode, plan, args.time_limit, log)
+                bench.create_only = args.create_only
                 if url:
                     bench.db_pid = listening_pid(urllib.parse.urlsplit(url).port or 5432)
                 failure = run_guarded(bench, f"{db}/{mode}", log)

@@ -19,7 +19,7 @@ Octavia's noop provider never reports a status; the peer's activator does (it re
 driver agent's socket). It is paused while creates and GETs are measured, so Octavia's figures carry none
 of its cost, and runs during the batch updates, which need the LB ACTIVE again between two batches.
 
-Usage: python bench/octavia_side_by_side.py [--quick] [--out FILE] [--wait-quiet S] [--time-limit S]
+Usage: python bench/octavia_side_by_side.py [--quick] [--create-only] [--out FILE] [--wait-quiet S] [--time-limit S]
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ class _PeerTarget(OctaviaPeer):
     pid = None  # no per-process CPU accounting: Octavia is several processes
 
 
-def run_one(name: str, make_bench: Any, log: Any) -> dict[str, Any]:
+def run_one(name: str, make_bench: Any, log: Any, create_only: bool) -> dict[str, Any]:
     bench = make_bench()
+    bench.create_only = create_only
     failure = run_guarded(bench, name, log)
     summaries = [s for s in (r.summary() for r in bench.results) if s["completed"]]
     return {"server": name, "failure": failure, "notes": bench.notes, "scenarios": summaries}
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100 LBs and small counts (smoke run)")
     ap.add_argument("--out", default="bench-results-side-by-side.json", help="JSON file with the raw numbers")
     ap.add_argument("--time-limit", type=float, default=180.0, help="hard limit per scenario, seconds")
+    ap.add_argument("--create-only", action="store_true", help="only the POST scenarios (the 1,000 creates)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S", help="wait up to S s for a quiet machine")
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -131,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 api_bench.wait_until_quiet(args.wait_quiet, 0.3, log)
             log(f"== {name}")
             if name == "octavia":
-                runs[name] = run_one(name, lambda: OctaviaBench(peer, subnet, "new", plan, args.time_limit, log), log)
+                make = lambda: OctaviaBench(peer, subnet, "new", plan, args.time_limit, log)  # noqa: E731
             else:
-                runs[name] = run_one(name, lambda: Bench(server, "new", plan, args.time_limit, log), log)
+                make = lambda: Bench(server, "new", plan, args.time_limit, log)  # noqa: E731
+            runs[name] = run_one(name, make, log, args.create_only)
     print(table(runs) + "\n")
     for run in runs.values():
         for note in run["notes"]:

@@ -261,6 +261,16 @@ async def _serve(
         raise SystemExit("quadriga: a listener could not start (is the port in use?); see the log above")
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (a dependency; uvicorn also picks httptools by itself),
+    else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; a platform without it runs asyncio
+        return None
+    return uvloop.new_event_loop
+
+
 def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM; `ready` (if given) is called in a thread once the APIs answer."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +341,8 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     housekeeping.start()
     try:
         assert dataplane.sender is not None
-        asyncio.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls, service))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls, service))
     finally:
         housekeeping.stop()
         watchdog.stop()

@@ -414,8 +414,9 @@ def test_plug_is_fast(netns):
         start = time.perf_counter()
         driver.plug(f"engine-{n}", spec([f"10.231.201.{10 + n}"], [subnet(1)]))
         times.append(time.perf_counter() - start)
-    # About 20 ms here; the bound only catches a regression such as one process per VIP or a sleep.
-    assert sorted(times)[2] < 0.1, times
+    # About 20 ms here on a quiet machine; the loose bound (a busy 2-core machine took 120 ms) only catches a
+    # regression such as a sleep or a process per address.
+    assert sorted(times)[2] < 0.5, times
 
 
 def test_make_driver_auto_picks_netns_as_root(caplog):

@@ -45,9 +45,13 @@ class Reconciler(BackgroundLoop):
         max_attempts: int = 5,
         poll_interval: float = 1.0,
         batch_size: int = 50,
+        min_gap: float = 0.05,
         owner: str | None = None,
     ) -> None:
-        super().__init__(poll_interval)
+        # Passes start at least `min_gap` apart: under a burst of creates each pass settles several load
+        # balancers (one lease, one read and one settle transaction for all of them), which costs less
+        # than a pass per create; it delays activation by at most `min_gap`, and only under load.
+        super().__init__(poll_interval, min_gap)
         self.db = db
         self.providers = providers
         # A stable `owner` (one per controller identity) lets a restarted controller take back at once the

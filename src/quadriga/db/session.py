@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, ScalarResult, Select, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,6 +44,14 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def column_values(session: Session, stmt: Select[Any]) -> ScalarResult[Any]:
+    """The first column of `stmt`'s rows, run on the session's connection: plain rows without the ORM's
+    per-statement and per-row work (for hot queries of a few columns). Pending changes are flushed first,
+    as an ORM query's autoflush would."""
+    session.flush()
+    return session.connection().execute(stmt).scalars()
 
 
 TRANSIENT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from quadriga.api.errors import ApiError, BadRequest, Conflict, Validation
 from quadriga.db import models as m
+from quadriga.db.session import column_values
 from quadriga.network import ipam
 
 VIP_OWNER = "Octavia"
@@ -259,7 +260,8 @@ def new_mac(session: Session, network_id: str) -> str:
     """A random MAC with OpenStack's fa:16:3e prefix, unique on the network."""
     for _ in range(16):
         mac = "fa:16:3e:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
-        if not session.scalar(select(m.Port.id).where(m.Port.network_id == network_id, m.Port.mac_address == mac)):
+        clash = select(m.Port.id).where(m.Port.network_id == network_id, m.Port.mac_address == mac)
+        if column_values(session, clash).first() is None:
             return mac
     raise NetError(409, "MacAddressGenerationFailure", f"Unable to generate unique mac on network {network_id}.")
 
@@ -522,7 +524,10 @@ def allocate_vip(
             address = ipam.canonical(address)
         except ValueError:
             raise Validation(f"{address} is not a valid IP address.") from None
-    if stand_in and not _vip_target_exists(session, port_id, network_id, subnet_id):
+    # Held while the VIP is allocated: the session's identity map keeps only referenced objects, and the
+    # lookups below would otherwise read the same row again.
+    target = _vip_target(session, port_id, network_id, subnet_id) if stand_in else None
+    if stand_in and target is None:
         return stand_in_vip(port_id, network_id, subnet_id, address)
     device_id = f"lb-{lb_id}"
     if port_id:
@@ -560,14 +565,15 @@ def allocate_vip(
     return Vip(address=port.fixed_ips[0].ip_address, port_id=port.id, subnet_id=subnet.id, network_id=subnet.network_id)
 
 
-def _vip_target_exists(session: Session, port_id: str | None, network_id: str | None, subnet_id: str | None) -> bool:
-    """Whether what decides the VIP (the port, else the network, else the subnet) is in the embedded networking."""
+def _vip_target(session: Session, port_id: str | None, network_id: str | None, subnet_id: str | None) -> object | None:
+    """What decides the VIP (the port, else the network, else the subnet), None when the embedded networking
+    has no such object; True when none of the three is given (the caller's 400 follows)."""
     if port_id:
-        return session.get(m.Port, port_id) is not None
+        return session.get(m.Port, port_id)
     if network_id:
-        return session.get(m.Network, network_id) is not None
+        return session.get(m.Network, network_id)
     if subnet_id:
-        return session.get(m.Subnet, subnet_id) is not None
+        return session.get(m.Subnet, subnet_id)
     return True
 
 

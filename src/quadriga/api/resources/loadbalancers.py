@@ -178,6 +178,7 @@ def create_loadbalancer(
             vip_sg_ids=body.vip_sg_ids,
             provisioning_status=c.PENDING_CREATE,
             operating_status=c.OFFLINE,
+            revision=0,  # mark_change below makes it 1
         )
         stand_in = not svc.providers[provider].data_plane
         vip = embedded.allocate_vip(
@@ -194,24 +195,25 @@ def create_loadbalancer(
         lb.vip_subnet_id, lb.vip_network_id = vip.subnet_id, vip.network_id
         lb.additional_vips = _additional_vips(session, project, lb, vip, body.additional_vips or [], stand_in)
         session.add(lb)
-        session.flush()
         common.add_tags(session, lb.id, body.tags)
-        pool_ids = {p["name"]: build_pool(session, lb, project, p).id for p in pools}
-        for li in listeners:
-            default_pool = li.get("default_pool")
-            if default_pool:
-                li["default_pool_id"] = pool_ids[default_pool["name"]]
-            build_listener(session, lb, project, li, pool_ids)
+        if listeners or pools:
+            session.flush()  # the objects beneath it refer to it
+            pool_ids = {p["name"]: build_pool(session, lb, project, p).id for p in pools}
+            for li in listeners:
+                default_pool = li.get("default_pool")
+                if default_pool:
+                    li["default_pool_id"] = pool_ids[default_pool["name"]]
+                build_listener(session, lb, project, li, pool_ids)
         status.mark_change(lb, "loadbalancer", lb, "create")
         lb.revision = 1
         common.provider_of(svc, lb).loadbalancer_create(lb)
         lb.updated_at = None  # the steps above are its create: Octavia answers null until the first change
         session.flush()
-        session.refresh(lb)
-        if not (listeners or pools):  # nothing beneath it, and its tags are the ones just written
+        if not (listeners or pools):  # one INSERT of what it holds; nothing beneath it, its tags just written
             set_committed_value(lb, "listeners", [])
             set_committed_value(lb, "pools", [])
             return {"loadbalancer": views.full_loadbalancer(lb, {lb.id: sorted(set(body.tags))})}
+        session.refresh(lb)
         ids = [o.id for o in status.tree(lb)]
         return {"loadbalancer": views.full_loadbalancer(lb, views.load_tags(session, ids))}
 
