@@ -342,7 +342,9 @@ def serve(settings: Settings, ready: Callable[[], None] | None = None) -> None:
     try:
         assert dataplane.sender is not None
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls, service))
+            runner.run(
+                _serve(settings, db, reconciler, ready, dataplane.sender, secrets, keymanager_socket, tls, service)
+            )
     finally:
         housekeeping.stop()
         watchdog.stop()
