@@ -164,6 +164,16 @@ def test_tcp_and_http_monitors_check_the_monitor_port(agent: Agent, echoes, back
     assert udp_answers(vip, PORT, 1, timeout=0.3) == [None]
 
 
+def test_a_ping_monitor_marks_reachable_members_up(agent: Agent, echoes) -> None:
+    # Only loopback may be pinged here, and every 127/8 address answers: the check runs and passes. A member
+    # that does not answer is the UDP-CONNECT, TCP and HTTP tests' job (same rise/fall code).
+    vip, (a, b) = new_vip(), echoes(2)
+    hm = s.HealthMonitorSpec(type="PING", delay=1, timeout=1, max_retries=1, max_retries_down=1)
+    agent.apply(ENGINE, udp_spec(vip, [udp_member(a), udp_member(b)], health_monitor=hm))
+    wait_for(lambda: members_of(agent) == {"u0": "UP", "u1": "UP"}, "both members UP by PING", timeout=10)
+    assert set(udp_answers(vip, PORT, 4)) == {"u0", "u1"}
+
+
 def test_member_changes_keep_the_other_flows(agent: Agent, echoes, state_dir: Path) -> None:
     vip, (a, b, c) = new_vip(), echoes(3)
     agent.apply(ENGINE, udp_spec(vip, [udp_member(a), udp_member(b)]))
