@@ -57,7 +57,7 @@ from quadriga.engine.render import (
 )
 from quadriga.engine.report import EngineReport, ListenerReport
 from quadriga.engine.spec import EngineSpec, MemberSpec, PoolSpec
-from quadriga.engine.udp import udp_config
+from quadriga.engine.udp import serves_udp, udp_config
 from quadriga.network.drivers.base import NetworkDriver, NetworkError, Plugged
 
 log = logging.getLogger("quadriga.agent")
@@ -66,8 +66,9 @@ SPEC_FILE = "spec.json"
 NEW_CONFIG = "haproxy.cfg.new"
 # A report is read for every heartbeat: a hung HAProxy must answer within this or count as not serving.
 STATS_TIMEOUT = 1.0
-# HAProxy's server statuses from the least to the most able to serve (the first word counts: "UP 1/3").
+# How often `report` may try to start a UDP proxy that died.
 UDP_RESTART_INTERVAL = 10.0
+# HAProxy's server statuses from the least to the most able to serve (the first word counts: "UP 1/3").
 STATUS_RANK = {"DOWN": 0, "MAINT": 1, "DRAIN": 2, "NOLB": 3, "no": 4, "UP": 5}
 
 RuntimeStep = Callable[[RuntimeApi], None]
@@ -285,7 +286,7 @@ class Engine:
         if self.spec is None:
             return None
         now = time.monotonic()
-        if now >= self._udp_retry_at and udp_config(self.spec) is not None and self.udp.pid() is None:
+        if now >= self._udp_retry_at and serves_udp(self.spec) and self.udp.pid() is None:
             self._udp_retry_at = now + UDP_RESTART_INTERVAL
             if self.haproxy.master_pid() is not None:
                 log.warning("engine=%s udp proxy is not running: starting it", self.engine_id)
@@ -311,7 +312,7 @@ class Engine:
             log.warning("engine=%s no stats: %s", self.engine_id, exc)
             return report
         listeners, members = stats_by_object(rows)
-        if udp_config(spec) is not None and (status := self.udp.status(timeout=STATS_TIMEOUT)) is not None:
+        if serves_udp(spec) and (status := self.udp.status(timeout=STATS_TIMEOUT)) is not None:
             listeners.update({lid: ListenerReport(**li) for lid, li in status["listeners"].items()})
             members.update(status["members"])
         return report.model_copy(update={"running": True, "listeners": listeners, "members": members})

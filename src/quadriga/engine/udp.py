@@ -81,11 +81,16 @@ class UdpConfig(_Config):
         return next((p for p in self.pools if p.id == pool_id), None)
 
 
+def serves_udp(spec: EngineSpec) -> bool:
+    """Whether `spec` has a UDP listener, i.e. whether a UDP proxy runs for it (cheap: asked every heartbeat)."""
+    return any(li.protocol == "UDP" for li in spec.listeners)
+
+
 def udp_config(spec: EngineSpec) -> UdpConfig | None:
     """The UDP proxy's config for `spec`, None when `spec` has no UDP listener (then no UDP proxy runs)."""
-    listeners = [li for li in spec.listeners if li.protocol == "UDP"]
-    if not listeners:
+    if not serves_udp(spec):
         return None
+    listeners = [li for li in spec.listeners if li.protocol == "UDP"]
     pool_ids = {li.default_pool_id for li in listeners if li.default_pool_id}
     return UdpConfig(
         revision=spec.revision,
@@ -138,8 +143,7 @@ def _pool(pool: PoolSpec) -> UdpPool:
 
 
 def _monitor(hm: HealthMonitorSpec) -> UdpMonitor:
-    if hm.type not in ("UDP-CONNECT", "HTTP", "TCP", "PING"):
-        raise ValueError(f"a UDP pool cannot have a {hm.type} health monitor")
+    # The type is one of spec.UDP_MONITOR_TYPES: PoolSpec refuses any other on a UDP pool.
     return UdpMonitor(
         type=hm.type,  # type: ignore[arg-type]
         delay_s=max(hm.delay, 1),
