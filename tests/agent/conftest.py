@@ -15,7 +15,7 @@ import pytest
 from quadriga.agent.agent import Agent
 from quadriga.engine.regex import haproxy_binary
 from quadriga.network.drivers.loopback import LoopbackDriver
-from tests.agent.helpers import OPTIONS, Backend, engines_state_dir
+from tests.agent.helpers import OPTIONS, Backend, engines_state_dir, numbered
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +54,5 @@ def agent(make_agent: Callable[[], Agent]) -> Agent:
 
 @pytest.fixture
 def backends() -> Iterator[Callable[[int], list[Backend]]]:
-    """Starts `n` backends named b0, b1, ... (numbered across calls); all are stopped after the test."""
-    started: list[Backend] = []
-
-    def start(count: int) -> list[Backend]:
-        new = [Backend(f"b{len(started) + i}") for i in range(count)]
-        started.extend(new)
-        return new
-
-    yield start
-    for backend in started:
-        backend.stop()
+    """Starts `n` backends named b0, b1, ... (see `numbered`)."""
+    yield from numbered(Backend, "b")

@@ -127,3 +127,18 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 8.0) -> A
             return result
         time.sleep(0.05)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def numbered(factory: Callable[[str], Any], prefix: str) -> Iterator[Callable[[int], list[Any]]]:
+    """A fixture body: `start(n)` starts `n` servers named <prefix>0, <prefix>1, ... (numbered across calls);
+    all are stopped after the test."""
+    started: list[Any] = []
+
+    def start(count: int) -> list[Any]:
+        new = [factory(f"{prefix}{len(started) + i}") for i in range(count)]
+        started.extend(new)
+        return new
+
+    yield start
+    for server in started:
+        server.stop()

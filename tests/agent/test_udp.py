@@ -18,7 +18,7 @@ from quadriga.agent.engine import EngineRejected
 from quadriga.agent.udp import UdpProxy
 from quadriga.engine import spec as s
 from quadriga.engine.udp import UdpConfig, UdpListener, UdpMember, UdpPool
-from tests.agent.helpers import new_vip, wait_for
+from tests.agent.helpers import new_vip, numbered, wait_for
 from tests.support.dataplane import haproxy_pids, udp_proxy_pids
 from tests.support.udp import UdpClient, UdpEcho, spread, udp_answers
 
@@ -28,17 +28,8 @@ PORT = 5353
 
 @pytest.fixture
 def echoes() -> Iterator[Callable[[int], list[UdpEcho]]]:
-    """Starts `n` UDP echo members named u0, u1, ... (numbered across calls); all are stopped after the test."""
-    started: list[UdpEcho] = []
-
-    def start(count: int) -> list[UdpEcho]:
-        new = [UdpEcho(f"u{len(started) + i}") for i in range(count)]
-        started.extend(new)
-        return new
-
-    yield start
-    for echo in started:
-        echo.stop()
+    """Starts `n` UDP echo members named u0, u1, ... (see `numbered`)."""
+    yield from numbered(UdpEcho, "u")
 
 
 def udp_member(echo: UdpEcho, **kw: Any) -> s.MemberSpec:
